@@ -1,0 +1,105 @@
+"""The `sciformer` command: Lightning's fit/validate/test/predict plus typed subcommands.
+
+Subcommands are imported only when run, so `sciformer --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import inspect
+import os
+import sys
+from collections.abc import Callable
+
+from sciformer.errors import SciformerError
+
+LIGHTNING = {
+    "fit": "train a model: sciformer fit -c configs/pretrain/scot_tiny_cpu.yaml",
+    "validate": "evaluate on the validation split: sciformer validate -c CONFIG --ckpt_path CKPT",
+    "test": "evaluate on the test split: sciformer test -c CONFIG --ckpt_path CKPT",
+    "predict": "write predictions: sciformer predict -c CONFIG --ckpt_path CKPT",
+}
+
+# name -> (module:function or module:{sub: function}, one-line help with an example)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "export": ("sciformer.commands:export", "checkpoint -> safetensors + config.json: sciformer export last.ckpt out/"),
+    "info": ("sciformer.commands:info", "versions, devices, registered models and data sets: sciformer info"),
+}
+
+
+def overview() -> str:
+    width = max(map(len, [*LIGHTNING, *COMMANDS]))
+    lines = ["usage: sciformer <command> [options]   (sciformer <command> --help for details)", "", "commands:"]
+    for name, text in LIGHTNING.items():
+        lines.append(f"  {name:<{width}}  {text}")
+    for name, (_, text) in COMMANDS.items():
+        lines.append(f"  {name:<{width}}  {text}")
+    return "\n".join(lines)
+
+
+def _run_lightning(argv: list[str]) -> None:
+    from sciformer.lightning_cli import SciformerCLI
+
+    sys.argv = [sys.argv[0], *argv]  # LightningCLI reads sys.argv; passing both makes it warn
+    SciformerCLI()
+
+
+def _examples(fn: Callable) -> str:
+    """The indented block after "Example:" in a docstring, shown under --help."""
+    doc = inspect.getdoc(fn) or ""
+    _, found, rest = doc.partition("Example:")
+    block = [line for line in rest.split("\n\n")[0].splitlines() if line.strip()] if found else []
+    return "examples:\n" + "\n".join(block) if block else ""
+
+
+def _run_function(name: str, argv: list[str]) -> None:
+    import argparse
+
+    from jsonargparse import CLI, DefaultHelpFormatter
+
+    class Formatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
+        pass
+
+    target, _ = COMMANDS[name]
+    module, attr = target.split(":")
+    fn: Callable = getattr(importlib.import_module(module), attr)
+    CLI(fn, args=argv, prog=f"sciformer {name}", as_positional=True, fail_untyped=True,
+        epilog=_examples(fn), formatter_class=Formatter)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(overview())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from sciformer import __version__
+
+        print(f"sciformer {__version__}")
+        return 0
+    cmd = argv[0]
+    try:
+        if cmd in LIGHTNING:
+            _run_lightning(argv)
+        elif cmd in COMMANDS:
+            _run_function(cmd, argv[1:])
+        else:
+            close = difflib.get_close_matches(cmd, [*LIGHTNING, *COMMANDS], n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            print(f"sciformer: unknown command '{cmd}'{hint}; run `sciformer --help`", file=sys.stderr)
+            return 2
+    except SciformerError as e:
+        print(f"sciformer {cmd}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"sciformer {cmd}: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as e:  # argparse/jsonargparse exit after printing usage and the error
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

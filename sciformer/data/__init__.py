@@ -1,0 +1,1 @@
+"""Data: canonical stores, readers of external formats, samplers, normalisation, LightningDataModules."""

@@ -1,0 +1,143 @@
+"""Training plumbing shared by every task: AdamW, warmup + cosine, parameter groups, exact resume.
+
+A task wraps a registered model (``model`` is a registry name, ``model_options`` its overrides) so a
+checkpoint's hyper-parameters are enough to rebuild the network (`sciformer export`). ``data_spec`` is
+linked from the DataModule by the CLI (channels, variable names, normalisation statistics) and is saved
+with the checkpoint, so the statistics travel with the weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from sciformer import models
+from sciformer.errors import CheckpointError
+
+# Parameter names matching these never get weight decay (plus every tensor with ndim < 2: biases, norms).
+NO_DECAY = re.compile(r"(norm|embed|pos_|position|bias|gamma|beta|logit_scale|cpb)", re.IGNORECASE)
+
+
+def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """LR multiplier: linear warmup from 0 over ``warmup`` steps, then cosine decay to ``min_ratio``."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if total <= warmup:
+        return 1.0
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+class BaseTask(L.LightningModule):
+    """Base LightningModule. Subclasses implement ``build_model`` (optional) and ``step``.
+
+    Args:
+        model: registered model name (``sciformer.models.names()``).
+        model_options: overrides of that model's config (e.g. ``{in_channels: 4}``).
+        lr: peak learning rate of AdamW.
+        weight_decay: decoupled weight decay (not applied to norms, biases, embeddings).
+        betas: AdamW betas.
+        warmup_steps: linear warmup steps.
+        min_lr_ratio: final LR as a fraction of ``lr`` at the end of the cosine.
+        lr_groups: optional ``{regex: lr}``; parameters whose name matches get that LR (first match wins).
+        data_spec: filled by the CLI from the DataModule; kept in the checkpoint.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        model_options: dict[str, Any] | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        betas: tuple[float, float] = (0.9, 0.999),
+        warmup_steps: int = 0,
+        min_lr_ratio: float = 0.0,
+        lr_groups: dict[str, float] | None = None,
+        data_spec: dict[str, Any] | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = self.build_model()
+
+    # ---- model ---------------------------------------------------------------------------------
+    def model_overrides(self) -> dict[str, Any]:
+        """Model options derived from ``data_spec`` (e.g. channel counts); subclasses extend this."""
+        return {}
+
+    def build_model(self) -> nn.Module:
+        options = {**self.model_overrides(), **(self.hparams.model_options or {})}
+        return models.get(self.hparams.model, **options)
+
+    def forward(self, *args, **kwargs):
+        return self.model(*args, **kwargs)
+
+    # ---- steps ---------------------------------------------------------------------------------
+    def step(self, batch: Any, stage: str) -> torch.Tensor:
+        """Compute and log the loss of one batch for ``stage`` in {"train", "val", "test"}."""
+        raise NotImplementedError(f"{type(self).__name__} must implement step()")
+
+    def training_step(self, batch, batch_idx):
+        return self.step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        return self.step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        return self.step(batch, "test")
+
+    # ---- optimisation --------------------------------------------------------------------------
+    def param_groups(self) -> list[dict[str, Any]]:
+        """AdamW groups: (LR group) × (decay / no decay); empty groups dropped."""
+        hp = self.hparams
+        patterns = [(re.compile(p), lr) for p, lr in (hp.lr_groups or {}).items()]
+        groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
+        for name, p in self.model.named_parameters():
+            if not p.requires_grad:
+                continue
+            lr = next((lr for pat, lr in patterns if pat.search(name)), hp.lr)
+            decay = p.ndim >= 2 and not NO_DECAY.search(name)
+            groups.setdefault((lr, decay), []).append(p)
+        return [
+            {"params": ps, "lr": lr, "weight_decay": hp.weight_decay if decay else 0.0}
+            for (lr, decay), ps in groups.items()
+        ]
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        opt = torch.optim.AdamW(self.param_groups(), lr=hp.lr, betas=tuple(hp.betas))
+        total = self.trainer.estimated_stepping_batches if self._trainer is not None else 0
+        total = int(total) if math.isfinite(total) else 0
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: warmup_cosine(s, hp.warmup_steps, total, hp.min_lr_ratio)
+        )
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # RNG states make a resumed run draw the same dropout masks / noise as an uninterrupted one.
+        checkpoint["sciformer_rng"] = {"torch": torch.get_rng_state()}
+        checkpoint["sciformer_task"] = type(self).__name__
+        checkpoint["sciformer_model"] = {
+            "class": type(self.model).__name__,
+            "config": dataclasses.asdict(self.model.config),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        theirs = checkpoint.get("hyper_parameters", {}).get("model")
+        if theirs is not None and theirs != self.hparams.model:
+            raise CheckpointError(
+                f"checkpoint holds model {theirs!r} but this run builds {self.hparams.model!r}; "
+                f"use the checkpoint's config, or `sciformer finetune` to adapt it"
+            )
+        theirs_cls = checkpoint.get("sciformer_task")
+        if theirs_cls is not None and theirs_cls != type(self).__name__:
+            raise CheckpointError(f"checkpoint is a {theirs_cls}, this run is a {type(self).__name__}")
+        rng = checkpoint.get("sciformer_rng")
+        if rng is not None:
+            torch.set_rng_state(rng["torch"])
