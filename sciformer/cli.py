@@ -21,8 +21,10 @@ LIGHTNING = {
     "predict": "write predictions: sciformer predict -c CONFIG --ckpt_path CKPT",
 }
 
-# name -> (module:function or module:{sub: function}, one-line help with an example)
+# name -> (module:function, one-line help with an example). A function taking `argv` parses its own
+# arguments (argparse); any other is a typed function whose signature jsonargparse turns into a CLI.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "data": ("sciformer.data.commands:main", "build|convert|info data stores: sciformer data build ns-sines --out d.zarr"),
     "export": ("sciformer.commands:export", "checkpoint -> safetensors + config.json: sciformer export last.ckpt out/"),
     "info": ("sciformer.commands:info", "versions, devices, registered models and data sets: sciformer info"),
 }
@@ -64,6 +66,9 @@ def _run_function(name: str, argv: list[str]) -> None:
     target, _ = COMMANDS[name]
     module, attr = target.split(":")
     fn: Callable = getattr(importlib.import_module(module), attr)
+    if list(inspect.signature(fn).parameters) == ["argv"]:
+        fn(argv)
+        return
     CLI(fn, args=argv, prog=f"sciformer {name}", as_positional=True, fail_untyped=True,
         epilog=_examples(fn), formatter_class=Formatter)
 

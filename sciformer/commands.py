@@ -35,6 +35,7 @@ def info() -> None:
     import torch
 
     from sciformer import __version__, models
+    from sciformer.data.commands import BUILDERS, CONVERTERS
 
     print(f"sciformer {__version__}  python {platform.python_version()}  torch {torch.__version__}  "
           f"lightning {lightning.__version__}")
@@ -43,3 +44,5 @@ def info() -> None:
         devices += [f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
     print("devices: " + ", ".join(devices))
     print("models: " + (", ".join(models.names()) or "(none)"))
+    print("data builders: " + (", ".join(sorted(BUILDERS)) or "(none)"))
+    print("data formats: " + (", ".join(sorted(CONVERTERS)) or "(none)"))
