@@ -92,10 +92,14 @@ class BaseTask(L.LightningModule):
         return self.step(batch, "test")
 
     # ---- optimisation --------------------------------------------------------------------------
+    def lr_patterns(self) -> dict[str, float]:
+        """``{regex: lr}`` for parameter names with their own learning rate (first match wins)."""
+        return dict(self.hparams.lr_groups or {})
+
     def param_groups(self) -> list[dict[str, Any]]:
         """AdamW groups: (LR group) × (decay / no decay); empty groups dropped."""
         hp = self.hparams
-        patterns = [(re.compile(p), lr) for p, lr in (hp.lr_groups or {}).items()]
+        patterns = [(re.compile(p), lr) for p, lr in self.lr_patterns().items()]
         groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
         for name, p in self.model.named_parameters():
             if not p.requires_grad:

@@ -1,0 +1,174 @@
+"""OperatorTask: train a field-to-field operator model (scOT, FactFormer, ...) on all2all or next-step pairs.
+
+Batches come from ``sciformer.data.fields.FieldDataModule``: ``x`` [B, C_in, *S] and ``y`` [B, C_out, *S]
+normalised, ``t`` [B] lead time (absent for steady data) and ``mask`` [B, C_out] (0 = padded channel).
+
+Default loss: Poseidon's channel-group relative L1, ``mean_g Σ|ŷ_g − y_g| / Σ|y_g|`` over the batch and the
+group's scored channels. Validation reports the median over samples of the per-sample relative L1 in percent
+per channel group (Poseidon's headline metric) next to the copy-the-input (persistence) baseline.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from sciformer.errors import DataError
+from sciformer.tasks.base import BaseTask
+
+VELOCITY_GROUPS = (("u", "v", "w"), ("vx", "vy", "vz"), ("velocity_x", "velocity_y", "velocity_z"))
+
+
+def default_channel_groups(outputs: list[str]) -> list[list[str]]:
+    """Velocity components form one group (as Poseidon's [u, v]); every other variable is its own group."""
+    groups, used = [], set()
+    for family in VELOCITY_GROUPS:
+        members = [v for v in outputs if v in family]
+        if len(members) > 1:
+            groups.append(members)
+            used.update(members)
+    return groups + [[v] for v in outputs if v not in used]
+
+
+def group_relative_error(pred, target, mask, groups: list[list[int]], p: int = 1, per_sample: bool = False):
+    """Relative Lp error per channel group: (Σ|ŷ−y|^p / Σ|y|^p)^(1/p) over scored channels and pixels.
+
+    ``per_sample=False`` sums over the batch too (the training loss, a ratio of batch sums as in Poseidon) and
+    returns [G]; ``per_sample=True`` returns [B, G]. Samples whose group is fully masked get NaN.
+    """
+    w = mask.to(pred.dtype).view(*mask.shape, *([1] * (pred.ndim - 2)))
+    num = ((pred - target).abs() ** p * w).flatten(2).sum(-1)  # [B, C]
+    den = (target.abs() ** p * w).flatten(2).sum(-1)
+    cnt = mask.to(pred.dtype)
+    out = []
+    for g in groups:
+        n, d, c = num[:, g].sum(1), den[:, g].sum(1), cnt[:, g].sum(1)
+        if not per_sample:
+            n, d, c = n.sum(), d.sum(), c.sum()
+        err = (n / (d + 1e-10)) ** (1.0 / p)
+        out.append(torch.where(c > 0, err, torch.full_like(err, float("nan"))))
+    return torch.stack(out, -1)
+
+
+class OperatorTask(BaseTask):
+    """Operator learning on gridded fields.
+
+    Args:
+        loss: "rel_l1" (Poseidon), "rel_l2", or "mse" (over scored channels).
+        channel_groups: output variable names per group; default: velocity components together, others alone.
+        lr_embedding_recovery: LR of the channel-dependent embedding and recovery (Poseidon fine-tuning).
+        lr_time_embedding: LR of the time-conditioning parameters of the norms (Poseidon fine-tuning).
+        (other arguments: see BaseTask)
+    """
+
+    # Parameter-name patterns of the channel-dependent and the time-conditioning parameters.
+    EMBEDDING_RECOVERY = r"^(embeddings|patch_recovery)\."
+    TIME_EMBEDDING = r"\.(weight_t|bias_t)$|time_embed"
+
+    def __init__(
+        self,
+        model: str = "scot-t",
+        model_options: dict[str, Any] | None = None,
+        loss: str = "rel_l1",
+        channel_groups: list[list[str]] | None = None,
+        lr: float = 5e-4,
+        weight_decay: float = 1e-6,
+        betas: tuple[float, float] = (0.9, 0.999),
+        warmup_steps: int = 0,
+        min_lr_ratio: float = 0.0,
+        lr_embedding_recovery: float | None = None,
+        lr_time_embedding: float | None = None,
+        lr_groups: dict[str, float] | None = None,
+        data_spec: dict[str, Any] | None = None,
+    ):
+        if loss not in ("rel_l1", "rel_l2", "mse"):
+            raise ValueError(f"loss must be rel_l1, rel_l2 or mse, not {loss!r}")
+        super().__init__(model, model_options, lr, weight_decay, betas, warmup_steps, min_lr_ratio,
+                         lr_groups, data_spec)
+        spec = data_spec or {}
+        self.outputs: list[str] = list(spec.get("outputs", []))
+        names = channel_groups or default_channel_groups(self.outputs)
+        unknown = [n for g in names for n in g if n not in self.outputs]
+        if self.outputs and unknown:
+            raise DataError(f"channel_groups name {unknown}, which are not outputs of the data ({self.outputs})")
+        self.group_names = ["+".join(g) for g in names] if self.outputs else ["all"]
+        self.groups = [[self.outputs.index(n) for n in g] for g in names] if self.outputs else None
+        # input channel of each output variable (for the persistence baseline); None if not an input
+        inputs = list(spec.get("inputs", []))
+        self.persist_index = [inputs.index(n) if n in inputs else None for n in self.outputs]
+
+    def lr_patterns(self) -> dict[str, float]:
+        hp, patterns = self.hparams, super().lr_patterns()
+        if hp.lr_embedding_recovery is not None:
+            patterns.setdefault(self.EMBEDDING_RECOVERY, hp.lr_embedding_recovery)
+        if hp.lr_time_embedding is not None:
+            patterns.setdefault(self.TIME_EMBEDDING, hp.lr_time_embedding)
+        return patterns
+
+    def model_overrides(self) -> dict[str, Any]:
+        spec = self.hparams.data_spec or {}
+        out = {}
+        if "in_channels" in spec:
+            out["in_channels"] = spec["in_channels"]
+            out["out_channels"] = spec["out_channels"]
+        return out
+
+    # ---- loss --------------------------------------------------------------------------------
+    def _groups(self, n_channels: int) -> list[list[int]]:
+        return self.groups if self.groups is not None else [list(range(n_channels))]
+
+    def loss_fn(self, pred, y, mask) -> torch.Tensor:
+        kind = self.hparams.loss
+        if kind == "mse":
+            w = mask.view(*mask.shape, *([1] * (pred.ndim - 2))).to(pred.dtype)
+            return ((pred - y) ** 2 * w).sum() / (w.sum() * pred[0, 0].numel()).clamp_min(1)
+        err = group_relative_error(pred, y, mask, self._groups(y.shape[1]), p=1 if kind == "rel_l1" else 2)
+        return err.nanmean()
+
+    def step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        x, y = batch["x"], batch["y"]
+        mask = batch.get("mask", torch.ones(y.shape[:2], device=y.device))
+        t = batch.get("t")
+        pred = self.model(x, t)
+        loss = self.loss_fn(pred, y, mask)
+        self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=x.shape[0], sync_dist=stage != "train")
+        if stage != "train":
+            self._log_relative_errors(stage, pred, x, y, mask)
+        return loss
+
+    def _log_relative_errors(self, stage, pred, x, y, mask) -> None:
+        """Per-sample relative L1 in percent per group, for the model and the persistence baseline."""
+        groups = self._groups(y.shape[1])
+        errs = {"model": group_relative_error(pred.float(), y.float(), mask, groups, per_sample=True)}
+        if self.persist_index and all(i is not None for i in self.persist_index):
+            errs["persistence"] = group_relative_error(x[:, self.persist_index].float(), y.float(), mask, groups,
+                                                       per_sample=True)
+        for name, e in errs.items():
+            self._eval_errors.setdefault(name, []).append(100 * e.detach().cpu())
+
+    def _reset_eval(self):
+        self._eval_errors: dict[str, list[torch.Tensor]] = {}
+
+    def on_validation_epoch_start(self):
+        self._reset_eval()
+
+    def on_test_epoch_start(self):
+        self._reset_eval()
+
+    def _log_medians(self, stage: str) -> None:
+        """Median over samples of the relative L1 (%) per group, and their mean over groups (Poseidon)."""
+        for name, chunks in getattr(self, "_eval_errors", {}).items():
+            errs = self.all_gather(torch.cat(chunks)).reshape(-1, len(self.group_names)) if self.trainer.world_size > 1 \
+                else torch.cat(chunks)
+            med = errs.nanmedian(0).values
+            prefix = f"{stage}/median_rel_l1" + ("" if name == "model" else f"_{name}")
+            for g, m in zip(self.group_names, med):
+                self.log(f"{prefix}/{g}", m, sync_dist=False, rank_zero_only=True)
+            self.log(prefix, med.nanmean(), prog_bar=name == "model", rank_zero_only=True)
+
+    def on_validation_epoch_end(self):
+        self._log_medians("val")
+
+    def on_test_epoch_end(self):
+        self._log_medians("test")
