@@ -47,11 +47,15 @@ class BaseTask(L.LightningModule):
         min_lr_ratio: final LR as a fraction of ``lr`` at the end of the cosine.
         lr_groups: optional ``{regex: lr}``; parameters whose name matches get that LR (first match wins).
         data_spec: filled by the CLI from the DataModule; kept in the checkpoint.
+        pretrained: a checkpoint (.ckpt) or export directory to start from; its architecture is used and its
+            channels are adapted to ``data_spec`` by variable name (``sciformer.finetune.adapt``).
+        finetune_mode: "full" | "frozen-latent" | "lora" (with ``pretrained``).
+        lora_rank: rank of the LoRA updates (mode "lora").
     """
 
     def __init__(
         self,
-        model: str,
+        model: str | None = None,
         model_options: dict[str, Any] | None = None,
         lr: float = 1e-3,
         weight_decay: float = 0.01,
@@ -60,6 +64,9 @@ class BaseTask(L.LightningModule):
         min_lr_ratio: float = 0.0,
         lr_groups: dict[str, float] | None = None,
         data_spec: dict[str, Any] | None = None,
+        pretrained: str | None = None,
+        finetune_mode: str = "full",
+        lora_rank: int = 8,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -71,8 +78,16 @@ class BaseTask(L.LightningModule):
         return {}
 
     def build_model(self) -> nn.Module:
-        options = {**self.model_overrides(), **(self.hparams.model_options or {})}
-        return models.get(self.hparams.model, **options)
+        hp = self.hparams
+        if hp.pretrained:
+            from sciformer.finetune import adapt, load_pretrained
+
+            model, self.adaptation = adapt(load_pretrained(hp.pretrained), hp.data_spec or {},
+                                           mode=hp.finetune_mode, lora_rank=hp.lora_rank, **(hp.model_options or {}))
+            return model
+        if not hp.model:
+            raise CheckpointError("set `model` (a registered name, see `sciformer info`) or `pretrained`")
+        return models.get(hp.model, **{**self.model_overrides(), **(hp.model_options or {})})
 
     def forward(self, *args, **kwargs):
         return self.model(*args, **kwargs)

@@ -68,7 +68,7 @@ class OperatorTask(BaseTask):
 
     def __init__(
         self,
-        model: str = "scot-t",
+        model: str | None = "scot-t",
         model_options: dict[str, Any] | None = None,
         loss: str = "rel_l1",
         channel_groups: list[list[str]] | None = None,
@@ -81,11 +81,14 @@ class OperatorTask(BaseTask):
         lr_time_embedding: float | None = None,
         lr_groups: dict[str, float] | None = None,
         data_spec: dict[str, Any] | None = None,
+        pretrained: str | None = None,
+        finetune_mode: str = "full",
+        lora_rank: int = 8,
     ):
         if loss not in ("rel_l1", "rel_l2", "mse"):
             raise ValueError(f"loss must be rel_l1, rel_l2 or mse, not {loss!r}")
         super().__init__(model, model_options, lr, weight_decay, betas, warmup_steps, min_lr_ratio,
-                         lr_groups, data_spec)
+                         lr_groups, data_spec, pretrained, finetune_mode, lora_rank)
         spec = data_spec or {}
         self.outputs: list[str] = list(spec.get("outputs", []))
         names = channel_groups or default_channel_groups(self.outputs)

@@ -1,0 +1,160 @@
+"""Adapting a pretrained operator model to a data set with other variables.
+
+Variables are matched by name (DECISIONS): an input or output channel of the pretrained embedding/recovery is
+reused only when the target data has a variable of the same name; every other channel slice is freshly
+initialised, and every tensor whose shape does not depend on channels is copied unchanged. The report says
+which tensors were copied, partly copied (by channel) or re-initialised.
+
+Normalisation statistics travel with the checkpoint: variables it knows keep its statistics; new ones take the
+target store's (``merged_stats``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sciformer import models
+from sciformer.errors import CheckpointError
+from sciformer.nn.lora import apply_lora
+
+log = logging.getLogger(__name__)
+
+MODES = ("full", "frozen-latent", "lora")
+# Parameter-name prefixes of the channel-dependent parts (patch embedding / recovery head).
+INPUT_PREFIXES = ("embeddings.",)
+OUTPUT_PREFIXES = ("patch_recovery.", "recovery.")
+LORA_TARGETS = r"(attention|attn|mlp|ffn|intermediate|output\.dense|query|key|value|qkv|proj)"
+
+
+@dataclass
+class Pretrained:
+    """A pretrained model as plain data: its class, config, weights and the data spec it was trained on."""
+
+    model_class: str
+    config: dict[str, Any]
+    state: dict[str, torch.Tensor]
+    data_spec: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+
+def load_pretrained(path: str | Path) -> Pretrained:
+    """Read a Lightning checkpoint (``.ckpt``) or an export/convert directory, never unpickling code."""
+    path = Path(path)
+    if path.is_dir():
+        from safetensors.torch import load_file
+
+        from sciformer.models.export import read_config
+
+        meta = read_config(path)
+        return Pretrained(meta["class"], meta["config"], load_file(path / "model.safetensors"),
+                          meta.get("data_spec") or {}, str(path))
+    from sciformer.checkpoints import read_checkpoint
+
+    ckpt = read_checkpoint(path)
+    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    desc = ckpt["sciformer_model"]
+    spec = ckpt.get("hyper_parameters", {}).get("data_spec") or {}
+    return Pretrained(desc["class"], desc["config"], state, spec, str(path))
+
+
+def merged_stats(pretrained_spec: dict[str, Any], target_stats: dict[str, Any]) -> dict[str, Any]:
+    """Checkpoint statistics for variables it knows, the target store's for new ones."""
+    known = (pretrained_spec or {}).get("stats", {})
+    return {name: known.get(name, s) for name, s in target_stats.items()}
+
+
+def _channel_map(old: list[str], new: list[str]) -> list[tuple[int, int]]:
+    """(new index, old index) pairs of variables present in both, by name."""
+    return [(j, old.index(n)) for j, n in enumerate(new) if n in old]
+
+
+def _copy_by_channel(fresh: torch.Tensor, old: torch.Tensor, dims: list[int], pairs: list[tuple[int, int]]):
+    """Copy ``old`` into ``fresh`` for the channel pairs along ``dims`` (all other dims must agree)."""
+    out = fresh.clone()
+    if len(dims) == 1:
+        d = dims[0]
+        for j, i in pairs:
+            out.select(d, j).copy_(old.select(d, i))
+    else:  # two channel dims (e.g. an output-to-output mixing conv)
+        d0, d1 = dims
+        for j0, i0 in pairs:
+            for j1, i1 in pairs:
+                out.select(d0, j0).select(d1 - 1, j1).copy_(old.select(d0, i0).select(d1 - 1, i1))
+    return out
+
+
+def adapt(pretrained: Pretrained, target_spec: dict[str, Any], mode: str = "full", lora_rank: int = 8,
+          **config_overrides) -> tuple[nn.Module, dict[str, list[str]]]:
+    """Build the pretrained architecture for ``target_spec``'s channels and fill it from the checkpoint."""
+    if mode not in MODES:
+        raise ValueError(f"finetune mode must be one of {MODES}, not {mode!r}")
+    cls = models.model_class(pretrained.model_class)
+    fields = {f.name for f in dataclasses.fields(cls.config_class)}
+    cfg = {k: v for k, v in pretrained.config.items() if k in fields}
+    old_in = list(pretrained.data_spec.get("inputs") or [])
+    old_out = list(pretrained.data_spec.get("outputs") or [])
+    new_in, new_out = list(target_spec.get("inputs") or []), list(target_spec.get("outputs") or [])
+    if "spatial_shape" in target_spec and "spatial_shape" in pretrained.data_spec:
+        if len(target_spec["spatial_shape"]) != len(pretrained.data_spec["spatial_shape"]):
+            raise CheckpointError(
+                f"{pretrained.source}: pretrained on {len(pretrained.data_spec['spatial_shape'])}D grids, the data "
+                f"is {len(target_spec['spatial_shape'])}D; choose a checkpoint of the same dimensionality"
+            )
+    if "in_channels" in target_spec:
+        cfg["in_channels"], cfg["out_channels"] = target_spec["in_channels"], target_spec["out_channels"]
+    cfg.update(config_overrides)
+    model = cls(cls.config_class(**cfg))
+    fresh = model.state_dict()
+    report: dict[str, list[str]] = {"copied": [], "copied_by_channel": [], "reinitialised": [], "dropped": []}
+    state = {}
+    for name, tensor in fresh.items():
+        old = pretrained.state.get(name)
+        dims, pairs = _channel_dims(name, tensor, old, old_in, new_in, old_out, new_out)
+        if dims and pairs:
+            state[name] = _copy_by_channel(tensor, old, dims, pairs)
+            full = old.shape == tensor.shape and len(pairs) == tensor.shape[dims[0]] and all(i == j for j, i in pairs)
+            report["copied" if full else "copied_by_channel"].append(name)
+        elif not dims and old is not None and old.shape == tensor.shape:
+            state[name] = old
+            report["copied"].append(name)
+        else:
+            state[name] = tensor
+            report["reinitialised"].append(name)
+    report["dropped"] = sorted(set(pretrained.state) - set(fresh))
+    model.load_state_dict(state)
+    if mode == "frozen-latent":
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith(INPUT_PREFIXES + OUTPUT_PREFIXES))
+    elif mode == "lora":
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith(INPUT_PREFIXES + OUTPUT_PREFIXES))
+        report["lora"] = apply_lora(model, LORA_TARGETS, rank=lora_rank)
+    log.info(
+        "adapted %s: %d tensors copied, %d copied by channel name (%s), %d re-initialised (%s)",
+        pretrained.source, len(report["copied"]), len(report["copied_by_channel"]),
+        ", ".join(report["copied_by_channel"]), len(report["reinitialised"]), ", ".join(report["reinitialised"]),
+    )
+    return model, report
+
+
+def _channel_dims(name, tensor, old, old_in, new_in, old_out, new_out):
+    """Which dims of a channel-dependent tensor index variables, and the (new, old) index pairs by name."""
+    if old is None or old.ndim != tensor.ndim:
+        return [], []
+    if name.startswith(INPUT_PREFIXES) and old_in and new_in:
+        old_n, new_n, pairs = len(old_in), len(new_in), _channel_map(old_in, new_in)
+    elif name.startswith(OUTPUT_PREFIXES) and old_out and new_out:
+        old_n, new_n, pairs = len(old_out), len(new_out), _channel_map(old_out, new_out)
+    else:
+        return [], []
+    # channels index one of the first two dims (conv/linear weights, biases), never kernel dims
+    dims = [d for d in range(min(2, tensor.ndim)) if old.shape[d] == old_n and tensor.shape[d] == new_n]
+    others_agree = all(old.shape[d] == tensor.shape[d] for d in range(tensor.ndim) if d not in dims)
+    return (dims, pairs) if dims and others_agree else ([], [])
