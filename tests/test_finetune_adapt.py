@@ -103,3 +103,18 @@ def test_statistics_travel_with_the_checkpoint():
     _, pre = pretrained(["u", "v"], ["u", "v"])
     stats = merged_stats(pre.data_spec, {"u": {"mean": 0.0, "std": 1.0}, "c": {"mean": 3.0, "std": 4.0}})
     assert stats == {"u": {"mean": 1.0, "std": 2.0}, "c": {"mean": 3.0, "std": 4.0}}
+
+
+def test_gains_match_hand_computation():
+    import math
+
+    from sciformer.finetune import accuracy_gain, efficiency_gain
+
+    assert accuracy_gain(10.0, 4.0) == 2.5
+    # model: eps(8)=8, eps(32)=2 -> log-log line eps = 8 * (s/8)^-1 ; baseline at S=32 has eps 4 -> s = 16
+    value, text = efficiency_gain([8, 32], [8.0, 2.0], eps_target=4.0, S=32)
+    assert value == pytest.approx(2.0) and text == "2"
+    value, text = efficiency_gain([8, 32], [3.0, 2.0], eps_target=4.0, S=32)
+    assert value == pytest.approx(4.0) and text == "> 4"
+    value, text = efficiency_gain([8, 32], [9.0, 5.0], eps_target=4.0, S=32)
+    assert math.isnan(value) and "not reached" in text
