@@ -42,6 +42,7 @@ class Pretrained:
     state: dict[str, torch.Tensor]
     data_spec: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    model_name: str | None = None  # registered size it was built from, if known
 
 
 def load_pretrained(path: str | Path) -> Pretrained:
@@ -54,14 +55,14 @@ def load_pretrained(path: str | Path) -> Pretrained:
 
         meta = read_config(path)
         return Pretrained(meta["class"], meta["config"], load_file(path / "model.safetensors"),
-                          meta.get("data_spec") or {}, str(path))
+                          meta.get("data_spec") or {}, str(path), meta.get("model_name"))
     from sciformer.checkpoints import read_checkpoint
 
     ckpt = read_checkpoint(path)
     state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     desc = ckpt["sciformer_model"]
-    spec = ckpt.get("hyper_parameters", {}).get("data_spec") or {}
-    return Pretrained(desc["class"], desc["config"], state, spec, str(path))
+    hp = ckpt.get("hyper_parameters", {})
+    return Pretrained(desc["class"], desc["config"], state, hp.get("data_spec") or {}, str(path), hp.get("model"))
 
 
 def merged_stats(pretrained_spec: dict[str, Any], target_stats: dict[str, Any]) -> dict[str, Any]:
@@ -186,3 +187,175 @@ def efficiency_gain(samples: list[int], eps_model: list[float], eps_target: floa
             s = math.exp(ls0 + (math.log(eps_target) - le0) * (ls1 - ls0) / (le1 - le0))
             return S / s, f"{S / s:.3g}"
     return float("nan"), "not reached in the sweep"
+
+
+# ---- the sample-count sweep behind `sciformer finetune` --------------------------------------------------
+@dataclass
+class SweepConfig:
+    """What every cell of a sweep gets: the same budget and evaluation for the fine-tuned model and baselines."""
+
+    samples: list[int]
+    baselines: list[str]
+    seeds: list[int]
+    epochs: int = 20
+    batch_size: int = 16
+    mode: str = "full"
+    lr: float = 5e-5
+    lr_embedding_recovery: float = 5e-4
+    lr_time_embedding: float = 5e-4
+    scratch_lr: float = 5e-4
+    sampler: str = "all2all"
+    precision: str = "32-true"
+    num_workers: int = 0
+    loss: str = "rel_l1"
+
+
+BASELINES = ("scratch",)
+
+
+def _cell_key(n: int, kind: str, seed: int) -> str:
+    return f"n={n}/{kind}/seed={seed}"
+
+
+def run_cell(ckpt: Path, data: Path, n: int, kind: str, seed: int, cfg: SweepConfig, workdir: Path) -> dict:
+    """Train one model (fine-tuned or a baseline) on ``n`` training trajectories and test it."""
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger
+
+    from sciformer.data.fields import FieldDataModule
+    from sciformer.tasks.operator import OperatorTask
+
+    L.seed_everything(seed, verbose=False)
+    pre = load_pretrained(ckpt)
+    probe = FieldDataModule(stores=[str(data)], sampler=cfg.sampler)
+    stats = merged_stats(pre.data_spec, probe.spec["stats"]) if kind == "finetuned" else None
+    dm = FieldDataModule(stores=[str(data)], sampler=cfg.sampler, batch_size=cfg.batch_size,
+                         num_workers=cfg.num_workers, train_trajectories=n, stats=stats, seed=seed)
+    if kind == "finetuned":
+        task = OperatorTask(model=pre.model_name, pretrained=str(ckpt), finetune_mode=cfg.mode, lr=cfg.lr,
+                            lr_embedding_recovery=cfg.lr_embedding_recovery, lr_time_embedding=cfg.lr_time_embedding,
+                            loss=cfg.loss, data_spec=dm.spec)
+    elif kind == "scratch":
+        arch = {k: v for k, v in pre.config.items() if k not in ("in_channels", "out_channels")}
+        task = OperatorTask(model=pre.model_name, model_options=arch, lr=cfg.scratch_lr, loss=cfg.loss,
+                            data_spec=dm.spec)
+    else:
+        raise ValueError(f"unknown baseline {kind!r}; available: {BASELINES}")
+    trainer = L.Trainer(max_epochs=cfg.epochs, logger=CSVLogger(workdir, name=_cell_key(n, kind, seed)),
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        precision=cfg.precision, accelerator="auto", devices=1, num_sanity_val_steps=0,
+                        gradient_clip_val=5.0, deterministic=False)
+    trainer.fit(task, datamodule=dm)
+    metrics = trainer.test(task, datamodule=dm, verbose=False)[0]
+    return {k: float(v) for k, v in metrics.items()}
+
+
+METRIC = "test/median_rel_l1"  # Poseidon's headline: median over samples of the relative L1 (%), mean over groups
+
+
+def summarise(cells: dict[str, dict], cfg: SweepConfig) -> dict:
+    """Per sample count and model: mean and spread of the error over seeds; AG and EG of the fine-tuned model."""
+    import statistics
+
+    kinds = ["finetuned", *cfg.baselines]
+    table: dict[str, dict[int, dict[str, float]]] = {k: {} for k in kinds}
+    for kind in kinds:
+        for n in cfg.samples:
+            vals = [cells[key][METRIC] for s in cfg.seeds if (key := _cell_key(n, kind, s)) in cells]
+            if vals:
+                table[kind][n] = {"mean": statistics.fmean(vals), "std": statistics.pstdev(vals), "seeds": len(vals)}
+    gains: dict[str, dict] = {}
+    model = table["finetuned"]
+    for base in cfg.baselines:
+        ns = [n for n in cfg.samples if n in model and n in table[base]]
+        if not ns:
+            continue
+        S = max(ns)
+        eg, eg_text = efficiency_gain([n for n in cfg.samples if n in model],
+                                      [model[n]["mean"] for n in cfg.samples if n in model],
+                                      table[base][S]["mean"], S)
+        gains[base] = {
+            "AG": {n: accuracy_gain(table[base][n]["mean"], model[n]["mean"]) for n in ns},
+            "EG": {"S": S, "value": eg, "text": eg_text},
+        }
+    return {"metric": METRIC, "table": table, "gains": gains}
+
+
+def write_report(out: Path, summary: dict, cfg: SweepConfig, meta: dict) -> None:
+    """``report.md`` (table of errors and gains) and ``error_vs_samples.png`` (log-log, one curve per model)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sciformer.io import atomic_path
+
+    table = summary["table"]
+    lines = [f"# Fine-tuning sweep: {meta['data']}", "",
+             f"Pretrained: `{meta['ckpt']}`. Budget per cell: {cfg.epochs} epochs, batch {cfg.batch_size}, "
+             f"seeds {cfg.seeds}, mode {cfg.mode}.", "",
+             f"Error: {METRIC} — median over test samples of the relative L1 error in percent on normalised fields "
+             "(Poseidon's convention), mean over channel groups; mean ± std over seeds.", "",
+             "| samples | " + " | ".join(table) + " | " + " | ".join(f"AG vs {b}" for b in summary["gains"]) + " |",
+             "|---" * (1 + len(table) + len(summary["gains"])) + "|"]
+    for n in cfg.samples:
+        row = [str(n)]
+        for kind in table:
+            v = table[kind].get(n)
+            row.append(f"{v['mean']:.2f} ± {v['std']:.2f}" if v else "—")
+        for g in summary["gains"].values():
+            row.append(f"{g['AG'][n]:.2f}" if n in g["AG"] else "—")
+        lines.append("| " + " | ".join(row) + " |")
+    for base, g in summary["gains"].items():
+        lines.append("")
+        lines.append(f"Efficiency gain vs {base} at S={g['EG']['S']}: EG = {g['EG']['text']} "
+                     "(samples the baseline needs / samples the fine-tuned model needs for the same error).")
+    with atomic_path(out / "report.md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for kind, rows in table.items():
+        ns = sorted(rows)
+        if ns:
+            ax.errorbar(ns, [rows[n]["mean"] for n in ns], yerr=[rows[n]["std"] for n in ns], marker="o",
+                        label=kind, capsize=3)
+    ax.set(xscale="log", yscale="log", xlabel="training trajectories", ylabel="median rel. L1 error (%)")
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(out / "error_vs_samples.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def sweep(ckpt: Path, data: Path, cfg: SweepConfig, out: Path) -> dict:
+    """Run (or resume) every cell; write results.json after each cell, then report.md and plots."""
+    import json
+
+    from rich.progress import Progress
+
+    from sciformer.errors import SciformerError
+    from sciformer.io import write_json
+
+    out.mkdir(parents=True, exist_ok=True)
+    results_file = out / "results.json"
+    state = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    cells, skipped = state.get("cells", {}), state.get("skipped", {})
+    todo = [(n, kind, seed) for n in cfg.samples for kind in ["finetuned", *cfg.baselines] for seed in cfg.seeds
+            if _cell_key(n, kind, seed) not in cells]
+    meta = {"ckpt": str(ckpt), "data": str(data), "config": dataclasses.asdict(cfg)}
+    with Progress() as progress:
+        bar = progress.add_task("fine-tuning sweep", total=len(todo))
+        for n, kind, seed in todo:
+            key = _cell_key(n, kind, seed)
+            progress.update(bar, description=f"sweep {key}")
+            try:
+                cells[key] = run_cell(ckpt, data, n, kind, seed, cfg, out / "cells")
+                skipped.pop(key, None)
+            except SciformerError as e:  # e.g. more samples than training trajectories: skip, keep going
+                skipped[key] = str(e)
+                progress.console.print(f"[yellow]skipped {key}: {e}")
+            write_json(results_file, {**meta, "cells": cells, "skipped": skipped})
+            progress.advance(bar)
+    summary = summarise(cells, cfg)
+    write_json(results_file, {**meta, "cells": cells, "skipped": skipped, "summary": summary})
+    write_report(out, summary, cfg, meta)
+    return summary
