@@ -1,0 +1,1 @@
+"""Physics-aware metrics (fields, spectra, conservation, rollout, molecules, crystals, forecasts)."""
