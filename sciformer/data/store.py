@@ -1,0 +1,497 @@
+"""Canonical gridded-field store: Zarr v3, one array per physical field, one snapshot per chunk.
+
+Layout (readable by ``xarray.open_zarr(path, chunks=None)`` and by :class:`FieldStore`)::
+
+    root attrs: layout="fields", pde, boundary_conditions {axis: bc}, domain, generator, ...
+    trajectory [N]        int64 coordinate
+    time [T]              float64 coordinate (absent in steady stores)
+    x [X], y [Y] (, z)    float64 coordinates
+    <state>  [N, T, X, Y(, Z)]   role state | solution; chunk (1, 1, X, Y(, Z))
+    <static> [N, X, Y(, Z)]      role coefficient | forcing | source (and solution in steady stores)
+    per-variable attrs: units, role, mean, std (+ diff_mean, diff_std of one-step differences for states)
+
+:class:`FieldStoreWriter` writes under a temporary sibling, keeps a per-trajectory progress record (which holds
+that trajectory's streaming statistics), resumes an interrupted write, and renames the finished store into place.
+Statistics are combined in trajectory order at ``finalize``, so a resumed store equals an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sciformer.errors import DataError
+
+LAYOUT = "fields"
+TIME_ROLES = ("state", "solution")
+STATIC_ROLES = ("coefficient", "forcing", "source")
+ROLES = TIME_ROLES + STATIC_ROLES
+BOUNDARY_CONDITIONS = ("periodic", "dirichlet", "neumann", "open", "wall", "unspecified")
+RESERVED = ("trajectory", "time")
+
+
+def _is_static(role: str, steady: bool) -> bool:
+    """Static variables have no time axis; in a steady store every variable is static."""
+    return steady or role in STATIC_ROLES
+
+
+def _codecs(compressor: str | None):
+    if compressor is None:
+        return None
+    if compressor == "zstd":
+        from zarr.codecs import ZstdCodec
+
+        return [ZstdCodec(level=1)]
+    raise DataError(f"unknown compressor {compressor!r}; use 'zstd' or None")
+
+
+# ---- streaming statistics (Chan et al.'s pairwise update) ------------------------------------
+def _moments(a: np.ndarray) -> list[float]:
+    a = np.asarray(a, dtype=np.float64)
+    if a.size == 0:
+        return [0.0, 0.0, 0.0]
+    m = float(a.mean())
+    return [float(a.size), m, float(((a - m) ** 2).sum())]
+
+
+def _combine(x: list[float], y: list[float]) -> list[float]:
+    n = x[0] + y[0]
+    if n == 0:
+        return [0.0, 0.0, 0.0]
+    d = y[1] - x[1]
+    return [n, x[1] + d * y[0] / n, x[2] + y[2] + d * d * x[0] * y[0] / n]
+
+
+def _mean_std(m: list[float]) -> tuple[float, float]:
+    return float(m[1]), float(np.sqrt(m[2] / m[0])) if m[0] else 0.0
+
+
+class FieldStoreWriter:
+    """Write a canonical field store trajectory by trajectory; resumable, atomic.
+
+    Args:
+        path: the final store (a local directory ``*.zarr``).
+        variables: ``{name: {"role": ..., "units": ..., **extra attrs}}`` in the store's variable order.
+        n_trajectories: number of trajectories N.
+        time: snapshot times [T] (uniform or not), or None for a steady store.
+        coords: spatial coordinates in axis order, e.g. ``{"x": xs, "y": ys}``.
+        attrs: root attributes (pde, boundary_conditions {axis: bc}, domain, generator, ...).
+        compressor: "zstd" (default) or None (uncompressed chunks).
+        overwrite: replace an existing finished store at ``path`` (default: reuse it if the schema matches).
+
+    The instance is picklable and opens the zarr group lazily, so trajectories may be written from worker
+    processes (each writes its own chunks and progress record).
+    """
+
+    def __init__(self, path: str | os.PathLike, variables: Mapping[str, Mapping[str, Any]], n_trajectories: int,
+                 time: np.ndarray | None, coords: Mapping[str, np.ndarray], attrs: Mapping[str, Any] | None = None,
+                 compressor: str | None = "zstd", overwrite: bool = False):
+        self.path = Path(path)
+        self.partial = self.path.with_name(f".{self.path.name}.partial")
+        self.variables = {str(k): dict(v) for k, v in variables.items()}
+        self.n = int(n_trajectories)
+        self.time = None if time is None else np.asarray(time, dtype=np.float64)
+        self.coords = {str(k): np.asarray(v, dtype=np.float64) for k, v in coords.items()}
+        self.attrs = dict(attrs or {})
+        self.compressor = compressor
+        self._validate()
+        self.schema = self._schema()
+        self._group = None
+        self._pid = None
+        if self.path.exists():
+            if overwrite:
+                return self._start()
+            if self._finished_schema_sha() != self._sha(self.schema):
+                raise DataError(f"{self.path}: a store with a different schema exists; delete it, pick another "
+                                "path, or pass overwrite=True")
+            return
+        self._start()
+
+    # ---- schema ------------------------------------------------------------------------------
+    @property
+    def steady(self) -> bool:
+        return self.time is None
+
+    def _validate(self) -> None:
+        if self.n < 1:
+            raise DataError(f"{self.path}: n_trajectories must be ≥ 1, got {self.n}")
+        if not 1 <= len(self.coords) <= 3:
+            raise DataError(f"{self.path}: coords must name 1 to 3 spatial axes, got {list(self.coords)}")
+        if not self.variables:
+            raise DataError(f"{self.path}: no variables given")
+        for name, spec in self.variables.items():
+            if name in RESERVED or name in self.coords:
+                raise DataError(f"{self.path}: variable name {name!r} clashes with a dimension name")
+            role = spec.get("role")
+            if role not in ROLES:
+                raise DataError(f"{self.path}: variable {name!r} has role {role!r}; expected one of {ROLES}")
+            spec.setdefault("units", "1")
+        if self.steady and not any(v["role"] in TIME_ROLES for v in self.variables.values()):
+            raise DataError(f"{self.path}: a steady store needs a variable with role 'solution'")
+        if self.time is not None and (self.time.ndim != 1 or len(self.time) < 1):
+            raise DataError(f"{self.path}: time must be a 1-D array of snapshot times")
+        bcs = self.attrs.setdefault("boundary_conditions", {a: "unspecified" for a in self.coords})
+        for axis, bc in bcs.items():
+            if axis not in self.coords:
+                raise DataError(f"{self.path}: boundary condition for unknown axis {axis!r}")
+            for side in [bc] if isinstance(bc, str) else list(bc):
+                if side not in BOUNDARY_CONDITIONS:
+                    raise DataError(f"{self.path}: boundary condition {side!r} on axis {axis!r}; expected one of "
+                                    f"{BOUNDARY_CONDITIONS} (or a [lower, upper] pair)")
+        try:
+            json.dumps(self.attrs)
+            json.dumps(self.variables)
+        except TypeError as e:
+            raise DataError(f"{self.path}: attrs and variable specs must be JSON-serialisable ({e})") from None
+
+    def _schema(self) -> dict[str, Any]:
+        digest = hashlib.sha256()
+        for arr in [self.time, *self.coords.values()]:
+            if arr is not None:
+                digest.update(np.ascontiguousarray(arr).tobytes())
+        return {"variables": self.variables, "n_trajectories": self.n, "steady": self.steady,
+                "shape": {k: len(v) for k, v in self.coords.items()} | ({} if self.steady else {"time": len(self.time)}),
+                "coords_sha256": digest.hexdigest(), "attrs": self.attrs, "compressor": self.compressor}
+
+    @staticmethod
+    def _read_existing_schema(file: Path) -> dict | None:
+        try:
+            return json.loads(file.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    @staticmethod
+    def _sha(schema: dict) -> str:
+        return hashlib.sha256(json.dumps(schema, sort_keys=True).encode()).hexdigest()
+
+    def _finished_schema_sha(self) -> str | None:
+        try:
+            return json.loads((self.path / "zarr.json").read_text())["attributes"].get("schema_sha256")
+        except (OSError, KeyError, json.JSONDecodeError):
+            return None
+
+    def _shape(self, name: str) -> tuple[int, ...]:
+        spatial = tuple(len(v) for v in self.coords.values())
+        if _is_static(self.variables[name]["role"], self.steady):
+            return (self.n, *spatial)
+        return (self.n, len(self.time), *spatial)
+
+    def _dims(self, name: str) -> list[str]:
+        if _is_static(self.variables[name]["role"], self.steady):
+            return ["trajectory", *self.coords]
+        return ["trajectory", "time", *self.coords]
+
+    # ---- partial store ---------------------------------------------------------------------------
+    def _start(self) -> None:
+        """Create the partial store, or check that the existing one has the same schema (resume)."""
+        schema_file = self.partial / "schema.json"
+        if self.partial.exists():
+            if self._read_existing_schema(schema_file) == self.schema:
+                return
+            shutil.rmtree(self.partial)  # another schema (or a crash during creation): start over
+        import zarr
+
+        tmp = self.partial.with_name(self.partial.name + ".creating")
+        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "progress").mkdir(parents=True)
+        g = zarr.open_group(str(tmp / "store.zarr"), mode="w", zarr_format=3)
+        self._coord(g, "trajectory", np.arange(self.n, dtype=np.int64))
+        if not self.steady:
+            self._coord(g, "time", self.time)
+        for axis, values in self.coords.items():
+            self._coord(g, axis, values)
+        for name in self.variables:
+            shape = self._shape(name)
+            g.create_array(name, shape=shape, chunks=(1,) * (len(shape) - len(self.coords)) + shape[-len(self.coords):],
+                           dtype="float32", compressors=_codecs(self.compressor), fill_value=0.0,
+                           dimension_names=self._dims(name))
+        (tmp / "schema.json").write_text(json.dumps(self.schema, indent=1))
+        os.replace(tmp, self.partial)
+
+    @staticmethod
+    def _coord(g, name: str, values: np.ndarray) -> None:
+        a = g.create_array(name, shape=values.shape, chunks=values.shape, dtype=values.dtype, compressors=None,
+                           dimension_names=[name])
+        a[...] = values
+
+    def _open(self):
+        if self._group is None or self._pid != os.getpid():
+            import zarr
+
+            self._group = zarr.open_group(str(self.partial / "store.zarr"), mode="r+", zarr_format=3)
+            self._pid = os.getpid()
+        return self._group
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_group"} | {"_group": None}
+
+    # ---- public API ------------------------------------------------------------------------------
+    def is_done(self, i: int) -> bool:
+        """True if trajectory ``i`` is already written (in the partial or the finished store)."""
+        if not self.partial.exists() and self.path.exists():
+            return True
+        return (self.partial / "progress" / f"{int(i)}.json").exists()
+
+    def write_trajectory(self, i: int, fields: Mapping[str, np.ndarray]) -> None:
+        """Write trajectory ``i``: state arrays [T, *spatial], static arrays [*spatial]. Idempotent."""
+        i = int(i)
+        if not 0 <= i < self.n:
+            raise DataError(f"{self.path}: trajectory index {i} outside [0, {self.n})")
+        if not self.partial.exists():
+            raise DataError(f"{self.path}: the store is already finalized; open it with FieldStore")
+        missing = [v for v in self.variables if v not in fields]
+        extra = [v for v in fields if v not in self.variables]
+        if missing or extra:
+            raise DataError(f"{self.path}: trajectory {i}: missing variables {missing}, unknown variables {extra}")
+        g, stats = self._open(), {}
+        for name, spec in self.variables.items():
+            arr = np.asarray(fields[name])
+            shape = self._shape(name)[1:]
+            if arr.shape != shape:
+                raise DataError(f"{self.path}: variable {name!r} trajectory {i} has shape {arr.shape}; expected "
+                                f"{shape} (dims {self._dims(name)[1:]})")
+            arr = arr.astype(np.float32, copy=False)
+            if not np.isfinite(arr).all():
+                idx = np.argwhere(~np.isfinite(arr))[0].tolist()
+                raise DataError(f"{self.path}: variable {name!r} trajectory {i} has NaN/Inf at index {idx}")
+            g[name][i] = arr
+            entry = {"moments": _moments(arr)}
+            if not _is_static(spec["role"], self.steady):
+                entry["diff_moments"] = _moments(np.diff(arr.astype(np.float64), axis=0))
+            stats[name] = entry
+        record = self.partial / "progress" / f"{i}.json"
+        tmp = record.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(stats))
+        os.replace(tmp, record)  # written last: a trajectory counts as done only once all its chunks are
+
+    def finalize(self) -> Path:
+        """Aggregate statistics, write attributes and consolidated metadata, rename into place."""
+        if not self.partial.exists() and self.path.exists():
+            return self.path
+        todo = [i for i in range(self.n) if not self.is_done(i)]
+        if todo:
+            raise DataError(f"{self.path}: cannot finalize, {len(todo)} trajectories not written (first: {todo[0]})")
+        import zarr
+
+        records = [json.loads((self.partial / "progress" / f"{i}.json").read_text()) for i in range(self.n)]
+        g = self._open()
+        for name, spec in self.variables.items():
+            attrs = dict(spec)
+            total = [0.0, 0.0, 0.0]
+            for r in records:
+                total = _combine(total, r[name]["moments"])
+            attrs["mean"], attrs["std"] = _mean_std(total)
+            if "diff_moments" in records[0][name]:
+                total = [0.0, 0.0, 0.0]
+                for r in records:
+                    total = _combine(total, r[name]["diff_moments"])
+                attrs["diff_mean"], attrs["diff_std"] = _mean_std(total)
+            g[name].attrs.update(attrs)
+        g.attrs.update({"layout": LAYOUT, **self.attrs, "steady": self.steady, "variables": list(self.variables),
+                        "schema_sha256": self._sha(self.schema)})
+        store_dir = self.partial / "store.zarr"
+        with warnings.catch_warnings():  # zarr notes that consolidated metadata is not in the v3 spec yet
+            warnings.simplefilter("ignore")
+            zarr.consolidate_metadata(str(store_dir))
+        self._group = None
+        if self.path.exists():
+            old = self.path.with_name(f".{self.path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(self.path, old)
+            os.replace(store_dir, self.path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(store_dir, self.path)
+        shutil.rmtree(self.partial)
+        return self.path
+
+
+def write_store(path: str | os.PathLike, data: Mapping[str, np.ndarray], variables: Mapping[str, Mapping[str, Any]],
+                time: np.ndarray | None, coords: Mapping[str, np.ndarray], attrs: Mapping[str, Any] | None = None,
+                compressor: str | None = "zstd", overwrite: bool = True) -> Path:
+    """Write whole arrays (leading trajectory axis) as a store; used by converters and tests."""
+    n = len(next(iter(data.values())))
+    w = FieldStoreWriter(path, variables, n, time, coords, attrs, compressor=compressor, overwrite=overwrite)
+    for i in range(n):
+        if not w.is_done(i):
+            w.write_trajectory(i, {k: v[i] for k, v in data.items()})
+    return w.finalize()
+
+
+# ---- reading ------------------------------------------------------------------------------------
+class FieldStore:
+    """Lazy reader of a canonical field store (local path or fsspec URL).
+
+    Metadata are read once (consolidated); arrays are read one snapshot chunk at a time. Local stores whose
+    chunks use the plain ``bytes`` (+ optional ``zstd``) codecs are read straight from their chunk files, which
+    skips zarr's per-call overhead; anything else goes through zarr. The object is picklable and reopens its
+    handle in each process (DataLoader workers).
+    """
+
+    def __init__(self, path: str | os.PathLike, storage_options: dict | None = None, check_finite: bool = True):
+        self.path = str(path)
+        self.storage_options = storage_options
+        self.check_finite = check_finite
+        self._group = None
+        self._pid = None
+        g = self._open()
+        attrs = dict(g.attrs)
+        if attrs.get("layout") != LAYOUT:
+            raise DataError(f"{self.path}: layout {attrs.get('layout')!r} is not a gridded-field store "
+                            f"(expected layout='{LAYOUT}'); convert it with `sciformer data convert`")
+        self.attrs = attrs
+        members = {name: arr for name, arr in g.arrays()}
+        self.steady = "time" not in members
+        self.time = None if self.steady else np.asarray(members["time"][...], dtype=np.float64)
+        dims_of = {name: list(arr.metadata.dimension_names or []) for name, arr in members.items()}
+        found = [n for n in members if n not in RESERVED and dims_of[n] and dims_of[n][0] == "trajectory"]
+        order = [v for v in attrs.get("variables", []) if v in found]  # the writer's order
+        self.variables = order + sorted(v for v in found if v not in order)
+        if not self.variables:
+            raise DataError(f"{self.path}: no field variables found")
+        first = dims_of[self.variables[0]]
+        self.axes = [d for d in first if d not in RESERVED]
+        for axis in self.axes:
+            if axis not in members:
+                raise DataError(f"{self.path}: coordinate {axis!r} is missing")
+        self.coords = {a: np.asarray(members[a][...]) for a in self.axes}
+        self.spatial_shape = tuple(len(v) for v in self.coords.values())
+        self.n_trajectories = int(members[self.variables[0]].shape[0])
+        self.roles, self.units, self.stats, self.diff_stats = {}, {}, {}, {}
+        for name in self.variables:
+            arr, a = members[name], dict(members[name].attrs)
+            role = a.get("role")
+            if role not in ROLES:
+                raise DataError(f"{self.path}: variable {name!r} has role {role!r}; expected one of {ROLES}")
+            static = _is_static(role, self.steady)
+            want = ["trajectory", *self.axes] if static else ["trajectory", "time", *self.axes]
+            if dims_of[name] != want:
+                raise DataError(f"{self.path}: variable {name!r} has dims {dims_of[name]}; expected {want}")
+            shape = (self.n_trajectories, *self.spatial_shape) if static else \
+                (self.n_trajectories, len(self.time), *self.spatial_shape)
+            if tuple(arr.shape) != shape:
+                raise DataError(f"{self.path}: variable {name!r} has shape {tuple(arr.shape)}; expected {shape}")
+            self.roles[name], self.units[name] = role, a.get("units", "1")
+            if "mean" in a:
+                self.stats[name] = {"mean": float(a["mean"]), "std": float(a["std"])}
+            if "diff_mean" in a:
+                self.diff_stats[name] = {"mean": float(a["diff_mean"]), "std": float(a["diff_std"])}
+        self.boundary_conditions = dict(attrs.get("boundary_conditions", {}))
+        self._fast = self._fast_paths(members)
+
+    # ---- handles -----------------------------------------------------------------------------
+    def _open(self):
+        if self._group is None or self._pid != os.getpid():
+            import zarr
+
+            try:
+                self._group = zarr.open_group(self.path, mode="r", storage_options=self.storage_options)
+            except FileNotFoundError:
+                raise DataError(f"{self.path}: no such store") from None
+            except Exception as e:  # zarr raises several types for non-stores
+                raise DataError(f"{self.path}: not a zarr store ({type(e).__name__}: {e})") from None
+            self._pid = os.getpid()
+        return self._group
+
+    def __getstate__(self):
+        return {k: v for k, v in self.__dict__.items() if k != "_group"} | {"_group": None}
+
+    def _fast_paths(self, members) -> dict[str, tuple[str, bool, float]]:
+        """Chunk-file reading for local stores with default chunk keys and bytes(+zstd) codecs."""
+        if "://" in self.path or not Path(self.path).is_dir():
+            return {}
+        out = {}
+        for name in self.variables:
+            meta = members[name].metadata
+            names = [c.to_dict()["name"] for c in meta.codecs]
+            little = meta.codecs[0].to_dict().get("configuration", {}).get("endian", "little") == "little"
+            key = meta.chunk_key_encoding.to_dict()
+            ok_key = key["name"] == "default" and key.get("configuration", {}).get("separator", "/") == "/"
+            if names in (["bytes"], ["bytes", "zstd"]) and little and ok_key and np.dtype(members[name].dtype) == np.dtype("<f4"):
+                out[name] = (os.path.join(self.path, name, "c"), names == ["bytes", "zstd"], float(meta.fill_value))
+        return out
+
+    # ---- reads -------------------------------------------------------------------------------
+    def is_static(self, name: str) -> bool:
+        return _is_static(self.roles[name], self.steady)
+
+    def _require(self, name: str) -> None:
+        if name not in self.roles:
+            raise DataError(f"{self.path}: no variable {name!r}; the store has {self.variables}")
+
+    def read(self, name: str, i: int, t: int | None = None) -> np.ndarray:
+        """One chunk: variable ``name`` of trajectory ``i`` at snapshot ``t`` (ignored for static variables)."""
+        self._require(name)
+        index = (i,) if self.is_static(name) else (i, t)
+        if name in self._fast:
+            out = self._read_chunk(name, index)
+        else:
+            out = np.asarray(self._open()[name][index], dtype=np.float32)
+        if self.check_finite and not np.isfinite(out).all():
+            where = "" if len(index) == 1 else f", time index {index[1]}"
+            raise DataError(f"{self.path}: variable {name!r} has NaN/Inf at trajectory {index[0]}{where}")
+        return out
+
+    def _read_chunk(self, name: str, index: tuple[int, ...]) -> np.ndarray:
+        root, zstd, fill = self._fast[name]
+        file = os.path.join(root, *map(str, index), *["0"] * len(self.spatial_shape))
+        try:
+            with open(file, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:  # zarr skips chunks equal to the fill value
+            return np.full(self.spatial_shape, fill, dtype=np.float32)
+        if zstd:
+            raw = _zstd_decompress(raw)
+        if len(raw) != 4 * int(np.prod(self.spatial_shape)):
+            raise DataError(f"{self.path}: chunk {file} of variable {name!r} is truncated ({len(raw)} bytes)")
+        return np.frombuffer(raw, dtype="<f4").reshape(self.spatial_shape)
+
+    def snapshot(self, i: int, t: int | None = None, variables: list[str] | None = None) -> dict[str, np.ndarray]:
+        """All (or the given) variables of trajectory ``i`` at snapshot ``t`` (static ones without time)."""
+        return {v: self.read(v, i, t) for v in (variables or self.variables)}
+
+    def trajectory(self, i: int, variables: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Whole trajectory ``i``: states [T, *spatial], static fields [*spatial]."""
+        out = {}
+        for v in variables or self.variables:
+            self._require(v)
+            if self.is_static(v):
+                out[v] = self.read(v, i)
+            else:
+                out[v] = np.stack([self.read(v, i, t) for t in range(len(self.time))])
+        return out
+
+    def to_xarray(self):
+        """The store as a lazy xarray Dataset (no dask needed)."""
+        import xarray as xr
+
+        return xr.open_zarr(self.path, chunks=None, storage_options=self.storage_options, consolidated=True,
+                            zarr_format=3)
+
+    def __repr__(self) -> str:
+        return f"FieldStore({self.path!r}, variables={self.variables}, n_trajectories={self.n_trajectories})"
+
+
+_ZSTD = None
+
+
+def _zstd_decompress(raw: bytes) -> bytes:
+    global _ZSTD
+    if _ZSTD is None:
+        from numcodecs import Zstd
+
+        _ZSTD = Zstd()
+    return _ZSTD.decode(raw)
+
+
+def open_store(path: str | os.PathLike, **kwargs) -> FieldStore:
+    """Open a canonical field store (local path or fsspec URL)."""
+    return FieldStore(path, **kwargs)
