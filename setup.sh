@@ -12,6 +12,17 @@ what="${1:-}"; shift || true
 venv="${SCIFORMER_VENV:-.venv}"
 py="${PYTHON:-python3}"
 
+# A CPU torch wheel in pip's find-links (this project's CI machines ship one).
+local_cpu_wheel() {
+  local dirs
+  dirs="$(pip config get global.find-links 2>/dev/null || true) ${PIP_FIND_LINKS:-}"
+  for d in $dirs; do
+    d="${d#file://}"
+    ls "$d"/torch-2.13.0+cpu-*.whl >/dev/null 2>&1 && return 0
+  done
+  return 1
+}
+
 setup() {
   if [ ! -x "$venv/bin/python" ]; then
     echo "[setup] creating $venv"
@@ -23,11 +34,12 @@ setup() {
     if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
       echo "[setup] GPU found: installing the CUDA build of torch from PyPI"
       pip install "torch>=2.4"
-    elif pip install --no-index "torch==2.13.0" 2>/dev/null; then
-      echo "[setup] installed the local CPU wheel torch==2.13.0"
+    elif local_cpu_wheel; then
+      echo "[setup] no GPU: installing the machine's local CPU wheel torch==2.13.0"
+      pip install "torch==2.13.0"
     else
-      echo "[setup] no GPU: installing the CPU build of torch"
-      pip install "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
+      echo "[setup] no GPU: installing the CPU build of torch from PyTorch's CPU index"
+      pip install torch --index-url https://download.pytorch.org/whl/cpu
     fi
   fi
   local extras="${SCIFORMER_EXTRAS:-dev,mol}"
