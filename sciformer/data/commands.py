@@ -19,8 +19,11 @@ from pathlib import Path
 from sciformer.errors import DataError, SciformerError
 
 CONVERTERS: dict[str, str] = {}
+CONVERTERS.update({"sdf": "sciformer.data.atoms:convert_sdf", "xyz": "sciformer.data.atoms:convert_xyz", "cif-csv": "sciformer.data.atoms:convert_cif_csv"})
 BUILDERS: dict[str, str] = {}
+BUILDERS["qm9-etkdg"] = "sciformer.data.atoms:build_qm9_etkdg"  # RDKit ETKDG+MMFF conformers (not DFT); --option limit=N
 DESCRIBERS: dict[str, str] = {}
+DESCRIBERS["atoms"] = "sciformer.data.atoms:describe"
 
 EXAMPLES = """examples:
   sciformer data build ns-sines --out data/ns_sines.zarr --trajectories 64 --resolution 64 --seed 0
