@@ -70,15 +70,13 @@ def quadrature_weights(coords: torch.Tensor, period: float | None = None) -> tor
 def apply_along_axis(kernel: torch.Tensor, v: torch.Tensor, axis: int) -> torch.Tensor:
     """``(K ×_a V)[..., i, ...] = Σ_j K[i, j] V[..., j, ...]`` along spatial axis ``a``.
 
-    kernel [B, h, n_a, n_a]; v [B, h, n_1, ..., n_d, c] -> same shape as v. Implemented as one broadcast
-    matmul on a view of ``v`` (no permutation copies).
+    kernel [B, h, n_a, n_a]; v [B, h, n_1, ..., n_d, c] -> same shape as v. ``torch.einsum`` turns this into
+    one batched matmul over (B, h) with the other axes folded into the columns.
     """
-    b, h = v.shape[:2]
-    spatial = v.shape[2:-1]
-    before = math.prod(spatial[:axis])
-    after = math.prod(spatial[axis + 1:]) * v.shape[-1]
-    out = kernel[:, :, None] @ v.reshape(b, h, before, spatial[axis], after)
-    return out.reshape(v.shape)
+    nd = v.ndim - 3
+    axes = "ijklm"[:nd]
+    src = axes[:axis] + "z" + axes[axis + 1:]
+    return torch.einsum(f"bh{axes[axis]}z,bh{src}c->bh{axes}c", kernel, v)
 
 
 class AxisPooling(nn.Module):
