@@ -24,6 +24,8 @@ BUILDERS: dict[str, str] = {}
 BUILDERS["qm9-etkdg"] = "sciformer.data.atoms:build_qm9_etkdg"  # RDKit ETKDG+MMFF conformers (not DFT); --option limit=N
 DESCRIBERS: dict[str, str] = {}
 DESCRIBERS["atoms"] = "sciformer.data.atoms:describe"
+DESCRIBERS["fields"] = "sciformer.data.store:describe"
+CONVERTERS.update({"poseidon": "sciformer.data.formats.poseidon:convert_poseidon", "well": "sciformer.data.formats.well:convert_well", "pdebench": "sciformer.data.formats.pdebench:convert_pdebench"})
 
 EXAMPLES = """examples:
   sciformer data build ns-sines --out data/ns_sines.zarr --trajectories 64 --resolution 64 --seed 0

@@ -495,3 +495,37 @@ def _zstd_decompress(raw: bytes) -> bytes:
 def open_store(path: str | os.PathLike, **kwargs) -> FieldStore:
     """Open a canonical field store (local path or fsspec URL)."""
     return FieldStore(path, **kwargs)
+
+
+def describe(path: str | os.PathLike) -> str:
+    """``sciformer data info STORE``: variables, shapes, statistics, boundary conditions, NaN/Inf scan."""
+    s = FieldStore(path, check_finite=False)
+    a = s.attrs
+    lines = [f"{s.path}: gridded fields ({'steady' if s.steady else 'time-dependent'}), pde={a.get('pde', '?')}",
+             f"  trajectories: {s.n_trajectories}"]
+    if not s.steady:
+        lines.append(f"  time: {len(s.time)} snapshots, {s.time[0]:g} .. {s.time[-1]:g}")
+    for axis, c in s.coords.items():
+        lo, hi = (float(c[0]), float(c[-1])) if len(c) else (0.0, 0.0)
+        lines.append(f"  {axis}: {len(c)} points, {lo:g} .. {hi:g}, boundary {s.boundary_conditions.get(axis, '?')}")
+    if "domain" in a or "generator" in a:
+        lines.append(f"  domain: {json.dumps(a.get('domain'))}  generator: {json.dumps(a.get('generator'))}")
+    header = f"  {'variable':<14}{'role':<13}{'units':<9}{'shape':<24}{'mean':>12}{'std':>12}{'diff std':>12}"
+    lines += ["", header, "  " + "-" * (len(header) - 2)]
+    problems = []
+    for v in s.variables:
+        shape = (s.n_trajectories, *s.spatial_shape) if s.is_static(v) else \
+            (s.n_trajectories, len(s.time), *s.spatial_shape)
+        st, d = s.stats.get(v, {}), s.diff_stats.get(v, {})
+        fmt = lambda x: f"{x:12.5g}" if x is not None else f"{'-':>12}"  # noqa: E731
+        lines.append(f"  {v:<14}{s.roles[v]:<13}{s.units[v]:<9}{str(list(shape)):<24}{fmt(st.get('mean'))}"
+                     f"{fmt(st.get('std'))}{fmt(d.get('std'))}")
+        times = [None] if s.is_static(v) else range(len(s.time))
+        for i in range(s.n_trajectories):
+            bad = [t for t in times if not np.isfinite(s.read(v, i, t)).all()]
+            if bad:
+                where = "" if bad == [None] else f", time indices {bad[:5]}{'...' if len(bad) > 5 else ''}"
+                problems.append(f"  NaN/Inf: variable {v!r}, trajectory {i}{where}")
+    lines.append("")
+    lines += problems or ["  NaN/Inf check: all values finite"]
+    return "\n".join(lines)

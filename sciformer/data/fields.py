@@ -1,0 +1,136 @@
+"""FieldDataModule: all2all or next-step pairs from one or several gridded-field stores, for operator tasks.
+
+Batches: ``x`` [B, C_in, *S] (states at t_i, then static fields; normalised), ``y`` [B, C_out, *S] (states at
+t_j), ``t`` [B] lead time in units of the store's time span (absent for steady stores, where ``x`` holds the
+static inputs and ``y`` the solution), ``mask`` [B, C_out] (0 = the store lacks that variable: never scored).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sciformer.data.formats import open_source
+from sciformer.data.loader import ResumableLoader
+from sciformer.data.module import DataModule
+from sciformer.data.normalization import Normalizer, pooled_stats
+from sciformer.data.samplers import FieldPairs, Vocabulary, mixture, split_trajectories
+from sciformer.errors import DataError
+
+
+def _counts(source) -> dict[str, float]:
+    """Number of values behind each variable's statistics (to pool statistics across stores)."""
+    n = float(source.n_trajectories)
+    for d in source.spatial_shape:
+        n *= d
+    return {v: n * (1 if source.is_static(v) else len(source.time)) for v in source.variables}
+
+
+class FieldDataModule(DataModule):
+    """Pairs from gridded-field stores (zarr stores or Poseidon/Well/PDEBench files read lazily).
+
+    Args:
+        stores: store paths or URLs (a mixture when several; they must share a grid and be all steady or all
+            time-dependent).
+        sampler: "all2all" (Poseidon: every i ≤ j) or "next-step".
+        variables: the global variable order; default: the union of the stores' variables in store order.
+            A variable that no store has is an always-masked output (e.g. rho for incompressible data).
+        batch_size, num_workers: DataLoader settings (each worker opens its own store handles).
+        splits: train/val/test fractions, contiguous by trajectory within each store.
+        train_trajectories: use only the first N training trajectories of each store (sample-count sweeps).
+        time_stride, max_snapshots: snapshots 0, stride, 2·stride, … (at most max_snapshots); Poseidon's
+            default all2all is time_stride=2, max_snapshots=8 (36 pairs per trajectory).
+        stats: {name: {"mean", "std"}} overriding the stores' statistics (e.g. a checkpoint's).
+        seed: shuffling seed of the training loader.
+    """
+
+    def __init__(self, stores: list[str], sampler: str = "all2all", variables: list[str] | None = None,
+                 batch_size: int = 16, num_workers: int = 0, splits: tuple[float, float, float] = (0.8, 0.1, 0.1),
+                 train_trajectories: int | None = None, time_stride: int = 1, max_snapshots: int | None = None,
+                 stats: dict | None = None, seed: int = 0):
+        super().__init__()
+        if not stores:
+            raise DataError("FieldDataModule needs at least one store")
+        if sampler not in ("all2all", "next-step"):
+            raise DataError(f"unknown sampler {sampler!r}; use 'all2all' or 'next-step'")
+        if train_trajectories is not None and train_trajectories < 1:
+            raise DataError(f"train_trajectories must be ≥ 1, got {train_trajectories}")
+        self.save_hyperparameters()
+        self.stores = [str(s) for s in stores]
+        self.sampler, self.batch_size, self.num_workers = sampler, batch_size, num_workers
+        self.splits, self.train_trajectories = tuple(splits), train_trajectories
+        self.time_stride, self.max_snapshots, self.seed = time_stride, max_snapshots, seed
+        self.sources = [open_source(s) for s in self.stores]
+        self.vocab = Vocabulary.from_sources(self.sources, variables)
+        pooled = pooled_stats((s.stats, _counts(s)) for s in self.sources)
+        missing = [v for s in self.sources for v in s.variables if v not in pooled and v in self.vocab.order]
+        if missing and not all(v in (stats or {}) for v in missing):
+            raise DataError(f"no statistics for {sorted(set(missing))}; pass stats= or rebuild the store")
+        self.stats = {v: pooled.get(v, {"mean": 0.0, "std": 1.0}) for v in self.vocab.order}
+        self.stats.update({k: {"mean": float(v["mean"]), "std": float(v["std"])} for k, v in (stats or {}).items()
+                           if k in self.vocab.order})
+        self.normalizer = Normalizer(self.stats)
+        self.datasets: dict[str, Any] = {}
+
+    # ---- metadata ----------------------------------------------------------------------------
+    @property
+    def spec(self) -> dict[str, Any]:
+        first = self.sources[0]
+        return {
+            "layout": "fields",
+            "inputs": list(self.vocab.inputs),
+            "outputs": list(self.vocab.outputs),
+            "in_channels": len(self.vocab.inputs),
+            "out_channels": len(self.vocab.outputs),
+            "stats": {k: dict(v) for k, v in self.stats.items()},
+            "spatial_shape": list(first.spatial_shape),
+            "steady": bool(first.steady),
+            "boundary_conditions": dict(first.boundary_conditions),
+            "roles": dict(self.vocab.roles),
+            "time_span": None if first.steady else float(first.time[-1] - first.time[0]),
+            "sampler": self.sampler,
+            "stores": [{"path": s.path, "variables": list(s.variables), "n_trajectories": int(s.n_trajectories),
+                        "boundary_conditions": dict(s.boundary_conditions)} for s in self.sources],
+        }
+
+    def trajectories(self, stage: str, source) -> range:
+        train, val, test = split_trajectories(source.n_trajectories, self.splits)
+        if stage == "train":
+            if self.train_trajectories is not None:
+                if self.train_trajectories > len(train):
+                    raise DataError(f"{source.path}: train_trajectories={self.train_trajectories} but only "
+                                    f"{len(train)} training trajectories exist")
+                train = train[: self.train_trajectories]
+            return train
+        return {"val": val, "test": test}[stage]
+
+    def dataset(self, stage: str):
+        if stage not in self.datasets:
+            parts = [FieldPairs(s, self.vocab, self.normalizer, self.trajectories(stage, s), self.sampler,
+                                self.time_stride, self.max_snapshots) for s in self.sources]
+            self.datasets[stage] = mixture(parts)
+        return self.datasets[stage]
+
+    # ---- Lightning hooks ---------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        wanted = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        for s in wanted.get(stage, ("train", "val", "test")):
+            self.dataset(s)
+
+    def _loader(self, stage: str, shuffle: bool) -> ResumableLoader:
+        data = self.dataset(stage)
+        if len(data) == 0:
+            raise DataError(f"the {stage} split is empty (splits={list(self.splits)}, stores={self.stores})")
+        return ResumableLoader(data, batch_size=self.batch_size, shuffle=shuffle, seed=self.seed,
+                               num_workers=self.num_workers)
+
+    def train_dataloader(self):
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self):
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self):
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,62 @@
+"""Per-variable z-score normalisation, with statistics pooled over stores and overridable from a checkpoint.
+
+Statistics are keyed by variable name (never by channel position), so a checkpoint's statistics apply to the
+variables it knows and a new store's statistics fill in the rest (DECISIONS: "Normalisation statistics travel
+with the checkpoint").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+MIN_STD = 1e-8  # constant fields (e.g. Poseidon's padded rho = 1) keep std 1 instead of dividing by zero
+
+
+def pooled_stats(parts: Iterable[tuple[Mapping[str, Mapping[str, float]], Mapping[str, float]]]) -> dict[str, dict]:
+    """Combine per-store ``(stats, counts)`` into one mean/std per variable (exact pooled moments)."""
+    acc: dict[str, list[float]] = {}
+    for stats, counts in parts:
+        for name, s in stats.items():
+            n, m, m2 = float(counts[name]), float(s["mean"]), float(s["std"]) ** 2 * float(counts[name])
+            if name not in acc:
+                acc[name] = [n, m, m2]
+                continue
+            n0, m0, q0 = acc[name]
+            tot = n0 + n
+            d = m - m0
+            acc[name] = [tot, m0 + d * n / tot, q0 + m2 + d * d * n0 * n / tot]
+    return {k: {"mean": v[1], "std": float(np.sqrt(v[2] / v[0])) if v[0] else 0.0} for k, v in acc.items()}
+
+
+class Normalizer:
+    """z-score by variable name: ``(x − mean) / std``; std below ``MIN_STD`` counts as 1."""
+
+    def __init__(self, stats: Mapping[str, Mapping[str, float]]):
+        self.stats = {k: {"mean": float(v["mean"]), "std": float(v["std"])} for k, v in stats.items()}
+
+    def _ms(self, name: str) -> tuple[float, float]:
+        s = self.stats.get(name, {"mean": 0.0, "std": 1.0})
+        return s["mean"], (s["std"] if s["std"] > MIN_STD else 1.0)
+
+    def normalize(self, name: str, x: np.ndarray) -> np.ndarray:
+        m, s = self._ms(name)
+        return ((x - np.float32(m)) * np.float32(1.0 / s)).astype(np.float32, copy=False)
+
+    def denormalize(self, name: str, x):
+        m, s = self._ms(name)
+        return x * s + m
+
+    def channel_arrays(self, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Means and stds [C] for a channel list (for de-normalising a whole [B, C, ...] tensor)."""
+        ms = [self._ms(n) for n in names]
+        return np.array([m for m, _ in ms], np.float32), np.array([s for _, s in ms], np.float32)
+
+    def denormalize_channels(self, x, names: Sequence[str]):
+        """De-normalise a channels-first array or tensor ``[B, C, *spatial]`` whose channels are ``names``."""
+        mean, std = self.channel_arrays(names)
+        shape = (1, len(names)) + (1,) * (x.ndim - 2)
+        if hasattr(x, "new_tensor"):  # torch
+            return x * x.new_tensor(std).view(shape) + x.new_tensor(mean).view(shape)
+        return x * std.reshape(shape) + mean.reshape(shape)
