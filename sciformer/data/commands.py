@@ -22,6 +22,7 @@ CONVERTERS: dict[str, str] = {}
 CONVERTERS.update({"sdf": "sciformer.data.atoms:convert_sdf", "xyz": "sciformer.data.atoms:convert_xyz", "cif-csv": "sciformer.data.atoms:convert_cif_csv"})
 BUILDERS: dict[str, str] = {}
 BUILDERS["qm9-etkdg"] = "sciformer.data.atoms:build_qm9_etkdg"  # RDKit ETKDG+MMFF conformers (not DFT); --option limit=N
+BUILDERS["tgv-3d"] = "sciformer.data.builders_3d:build_taylor_green_3d"  # 3D perturbed Taylor-Green vortex, pseudo-spectral NS
 DESCRIBERS: dict[str, str] = {}
 DESCRIBERS["atoms"] = "sciformer.data.atoms:describe"
 DESCRIBERS["fields"] = "sciformer.data.store:describe"
