@@ -16,6 +16,7 @@ from sciformer.errors import SciformerError
 
 # Modules that register sizes when imported. Imported on first use so `import sciformer` stays light.
 FAMILY_MODULES: list[str] = []
+FAMILY_MODULES += ["sciformer.models.adit", "sciformer.models.graph"]
 
 _SIZES: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {}
 _CLASSES: dict[str, type[nn.Module]] = {}
