@@ -257,7 +257,7 @@ def main(argv=None) -> dict:
                     continue
                 if faster is None and (f["status"] != "ok" or a["seconds"] < f["seconds"]):
                     faster = g
-                if lighter is None and (f["status"] != "ok" or a["peak_bytes"] < f["peak_bytes"]):
+                if lighter is None and (f["status"] == "OOM" or (f["status"] == "ok" and a["peak_bytes"] < f["peak_bytes"])):
                     lighter = g
             summary["crossover"][f"{m}/{nd}d"] = {"faster_from": faster, "less_memory_from": lighter}
     print("\ntime growth exponent in N (fit over the largest measured sizes; 1 = linear, 2 = quadratic):")
