@@ -175,8 +175,14 @@ class FieldPairs(Dataset):
         out = np.zeros((len(names), *self.source.spatial_shape), dtype=np.float32)
         have = self.source.variables
         for c, name in enumerate(names):
-            if name in have:
-                out[c] = self.norm.normalize(name, self.source.read(name, i, t))
+            if name in have:  # decode and normalise in place: this is the data loader's hot loop
+                m, s = self.norm._ms(name)
+                if hasattr(self.source, "read_into"):
+                    self.source.read_into(name, i, t, out[c])
+                else:
+                    out[c] = self.source.read(name, i, t)
+                out[c] -= np.float32(m)
+                out[c] *= np.float32(1.0 / s)
         return out
 
     def __getitem__(self, n: int) -> dict[str, torch.Tensor]:

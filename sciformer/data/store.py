@@ -43,14 +43,24 @@ def _is_static(role: str, steady: bool) -> bool:
     return steady or role in STATIC_ROLES
 
 
+COMPRESSORS = ("lz4", "zstd", None)
+
+
 def _codecs(compressor: str | None):
+    """lz4: Blosc-LZ4 with byte shuffle (default: decodes ~5-10x faster than zstd at a similar ratio on
+    float32 fields, measured on smooth, piecewise-constant and front-like 128² fields); zstd: smaller for some
+    data, slower to decode; None: raw little-endian chunks."""
     if compressor is None:
         return None
+    if compressor == "lz4":
+        from zarr.codecs import BloscCodec
+
+        return [BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")]
     if compressor == "zstd":
         from zarr.codecs import ZstdCodec
 
         return [ZstdCodec(level=1)]
-    raise DataError(f"unknown compressor {compressor!r}; use 'zstd' or None")
+    raise DataError(f"unknown compressor {compressor!r}; use one of {COMPRESSORS}")
 
 
 # ---- streaming statistics (Chan et al.'s pairwise update) ------------------------------------
@@ -84,7 +94,7 @@ class FieldStoreWriter:
         time: snapshot times [T] (uniform or not), or None for a steady store.
         coords: spatial coordinates in axis order, e.g. ``{"x": xs, "y": ys}``.
         attrs: root attributes (pde, boundary_conditions {axis: bc}, domain, generator, ...).
-        compressor: "zstd" (default) or None (uncompressed chunks).
+        compressor: "lz4" (Blosc-LZ4 + shuffle, default), "zstd", or None (uncompressed chunks).
         overwrite: replace an existing finished store at ``path`` (default: reuse it if the schema matches).
 
     The instance is picklable and opens the zarr group lazily, so trajectories may be written from worker
@@ -93,7 +103,7 @@ class FieldStoreWriter:
 
     def __init__(self, path: str | os.PathLike, variables: Mapping[str, Mapping[str, Any]], n_trajectories: int,
                  time: np.ndarray | None, coords: Mapping[str, np.ndarray], attrs: Mapping[str, Any] | None = None,
-                 compressor: str | None = "zstd", overwrite: bool = False):
+                 compressor: str | None = "lz4", overwrite: bool = False):
         self.path = Path(path)
         self.partial = self.path.with_name(f".{self.path.name}.partial")
         self.variables = {str(k): dict(v) for k, v in variables.items()}
@@ -316,7 +326,7 @@ class FieldStoreWriter:
 
 def write_store(path: str | os.PathLike, data: Mapping[str, np.ndarray], variables: Mapping[str, Mapping[str, Any]],
                 time: np.ndarray | None, coords: Mapping[str, np.ndarray], attrs: Mapping[str, Any] | None = None,
-                compressor: str | None = "zstd", overwrite: bool = True) -> Path:
+                compressor: str | None = "lz4", overwrite: bool = True) -> Path:
     """Write whole arrays (leading trajectory axis) as a store; used by converters and tests."""
     n = len(next(iter(data.values())))
     w = FieldStoreWriter(path, variables, n, time, coords, attrs, compressor=compressor, overwrite=overwrite)
@@ -331,7 +341,7 @@ class FieldStore:
     """Lazy reader of a canonical field store (local path or fsspec URL).
 
     Metadata are read once (consolidated); arrays are read one snapshot chunk at a time. Local stores whose
-    chunks use the plain ``bytes`` (+ optional ``zstd``) codecs are read straight from their chunk files, which
+    chunks use the plain ``bytes`` codec (+ optional ``blosc`` or ``zstd``) are read straight from their chunk files, which
     skips zarr's per-call overhead; anything else goes through zarr. The object is picklable and reopens its
     handle in each process (DataLoader workers).
     """
@@ -405,7 +415,7 @@ class FieldStore:
         return {k: v for k, v in self.__dict__.items() if k != "_group"} | {"_group": None}
 
     def _fast_paths(self, members) -> dict[str, tuple[str, bool, float]]:
-        """Chunk-file reading for local stores with default chunk keys and bytes(+zstd) codecs."""
+        """Chunk-file reading for local stores with default chunk keys and bytes(+blosc|zstd) codecs."""
         if "://" in self.path or not Path(self.path).is_dir():
             return {}
         out = {}
@@ -415,8 +425,10 @@ class FieldStore:
             little = meta.codecs[0].to_dict().get("configuration", {}).get("endian", "little") == "little"
             key = meta.chunk_key_encoding.to_dict()
             ok_key = key["name"] == "default" and key.get("configuration", {}).get("separator", "/") == "/"
-            if names in (["bytes"], ["bytes", "zstd"]) and little and ok_key and np.dtype(members[name].dtype) == np.dtype("<f4"):
-                out[name] = (os.path.join(self.path, name, "c"), names == ["bytes", "zstd"], float(meta.fill_value))
+            if names in (["bytes"], ["bytes", "zstd"], ["bytes", "blosc"]) and little and ok_key \
+                    and np.dtype(members[name].dtype) == np.dtype("<f4"):
+                out[name] = (os.path.join(self.path, name, "c"), names[-1] if len(names) == 2 else None,
+                             float(meta.fill_value))
         return out
 
     # ---- reads -------------------------------------------------------------------------------
@@ -429,30 +441,51 @@ class FieldStore:
 
     def read(self, name: str, i: int, t: int | None = None) -> np.ndarray:
         """One chunk: variable ``name`` of trajectory ``i`` at snapshot ``t`` (ignored for static variables)."""
+        out = np.empty(self.spatial_shape, dtype=np.float32)
+        self.read_into(name, i, t, out)
+        return out
+
+    def read_into(self, name: str, i: int, t: int | None, out: np.ndarray) -> None:
+        """Like :meth:`read`, decoding straight into ``out`` (float32, C-contiguous, spatial shape)."""
         self._require(name)
         index = (i,) if self.is_static(name) else (i, t)
         if name in self._fast:
-            out = self._read_chunk(name, index)
+            self._read_chunk(name, index, out)
         else:
-            out = np.asarray(self._open()[name][index], dtype=np.float32)
-        if self.check_finite and not np.isfinite(out).all():
+            out[...] = np.asarray(self._open()[name][index], dtype=np.float32)
+        # a NaN/Inf makes the (fast, float32) sum non-finite; an overflowing sum of finite values is re-checked
+        if self.check_finite and not np.isfinite(out.sum()) and not np.isfinite(out).all():
             where = "" if len(index) == 1 else f", time index {index[1]}"
             raise DataError(f"{self.path}: variable {name!r} has NaN/Inf at trajectory {index[0]}{where}")
-        return out
 
-    def _read_chunk(self, name: str, index: tuple[int, ...]) -> np.ndarray:
-        root, zstd, fill = self._fast[name]
+    def _read_chunk(self, name: str, index: tuple[int, ...], out: np.ndarray) -> None:
+        root, codec, fill = self._fast[name]
         file = os.path.join(root, *map(str, index), *["0"] * len(self.spatial_shape))
         try:
-            with open(file, "rb") as f:
-                raw = f.read()
+            fd = os.open(file, os.O_RDONLY)
         except FileNotFoundError:  # zarr skips chunks equal to the fill value
-            return np.full(self.spatial_shape, fill, dtype=np.float32)
-        if zstd:
-            raw = _zstd_decompress(raw)
-        if len(raw) != 4 * int(np.prod(self.spatial_shape)):
-            raise DataError(f"{self.path}: chunk {file} of variable {name!r} is truncated ({len(raw)} bytes)")
-        return np.frombuffer(raw, dtype="<f4").reshape(self.spatial_shape)
+            out.fill(fill)
+            return
+        try:
+            if codec is None:
+                n = os.readv(fd, [memoryview(out).cast("B")])
+                if n != out.nbytes:
+                    raise DataError(f"{self.path}: chunk {file} of variable {name!r} is truncated ({n} bytes)")
+                return
+            size = os.fstat(fd).st_size
+            raw = os.read(fd, size)
+            if len(raw) != size:
+                raise DataError(f"{self.path}: chunk {file} of variable {name!r}: short read")
+        finally:
+            os.close(fd)
+        if codec == "blosc":  # blosc trusts its header: check sizes (bytes 4-8 nbytes, 12-16 cbytes) first
+            sizes = np.frombuffer(raw[:16], dtype="<u4") if len(raw) >= 16 else np.zeros(4, np.uint32)
+            if int(sizes[3]) != len(raw) or int(sizes[1]) != out.nbytes:
+                raise DataError(f"{self.path}: chunk {file} of variable {name!r} is truncated ({len(raw)} bytes)")
+        try:
+            _decoder(codec).decode(raw, out=memoryview(out).cast("B"))
+        except Exception as e:  # numcodecs raises RuntimeError/ValueError for corrupt or short input
+            raise DataError(f"{self.path}: chunk {file} of variable {name!r} cannot be decoded ({e})") from None
 
     def snapshot(self, i: int, t: int | None = None, variables: list[str] | None = None) -> dict[str, np.ndarray]:
         """All (or the given) variables of trajectory ``i`` at snapshot ``t`` (static ones without time)."""
@@ -480,16 +513,15 @@ class FieldStore:
         return f"FieldStore({self.path!r}, variables={self.variables}, n_trajectories={self.n_trajectories})"
 
 
-_ZSTD = None
+_DECODERS: dict = {}
 
 
-def _zstd_decompress(raw: bytes) -> bytes:
-    global _ZSTD
-    if _ZSTD is None:
-        from numcodecs import Zstd
+def _decoder(codec: str):
+    if codec not in _DECODERS:
+        from numcodecs import Blosc, Zstd
 
-        _ZSTD = Zstd()
-    return _ZSTD.decode(raw)
+        _DECODERS[codec] = {"zstd": Zstd, "blosc": Blosc}[codec]()
+    return _DECODERS[codec]
 
 
 def open_store(path: str | os.PathLike, **kwargs) -> FieldStore:

@@ -36,7 +36,7 @@ def _tree_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-@pytest.mark.parametrize("compressor", ["zstd", None])
+@pytest.mark.parametrize("compressor", ["lz4", "zstd", None])
 def test_round_trip_and_statistics(tmp_path, compressor):
     data = _data()
     w = _writer(tmp_path / "s.zarr", compressor=compressor)
@@ -202,3 +202,13 @@ def test_pickle_reopens_handle(tmp_path):
     s2 = pickle.loads(pickle.dumps(s))
     assert s2._group is None
     np.testing.assert_array_equal(s2.read("u", 3, 1), s.read("u", 3, 1))
+
+
+@pytest.mark.parametrize("compressor", ["lz4", "zstd", None])
+def test_truncated_chunk_is_a_clear_error(tmp_path, compressor):
+    path = write_store(tmp_path / "s.zarr", _data(), VARS, np.arange(T), {"x": np.arange(X), "y": np.arange(Y)},
+                       compressor=compressor)
+    chunk = path / "u" / "c" / "3" / "1" / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:50])
+    with pytest.raises(DataError, match=r"chunk .*u/c/3/1/0/0 of variable 'u' (is truncated|cannot be decoded)"):
+        FieldStore(path).read("u", 3, 1)

@@ -131,7 +131,7 @@ class ArraySource:
         return f"{type(self).__name__}({self.path!r}, variables={self.variables}, n_trajectories={self.n_trajectories})"
 
 
-def convert(source: ArraySource, out: str | os.PathLike, compressor: str | None = "zstd",
+def convert(source: ArraySource, out: str | os.PathLike, compressor: str | None = "lz4",
             progress: bool = True) -> Path:
     """Write a source as a canonical store (resumable and atomic through FieldStoreWriter)."""
     from sciformer.data.store import FieldStoreWriter

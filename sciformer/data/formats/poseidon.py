@@ -103,6 +103,6 @@ def open_poseidon(path, channels: str | list[str] | None = None, bc: str | None 
     return ArraySource(path, specs, n, time, coords, attrs, stats=stats)
 
 
-def convert_poseidon(src: Path, out: Path, compressor: str | None = "zstd", **options) -> Path:
+def convert_poseidon(src: Path, out: Path, compressor: str | None = "lz4", **options) -> Path:
     """``sciformer data convert X.nc OUT.zarr --from poseidon [--option bc=periodic channels=u,v,tracer]``."""
     return convert(open_poseidon(src, **options), out, compressor=compressor)

@@ -1,0 +1,186 @@
+"""All2all pairs/s from a 4-variable 128² field store, zarr (compressed, uncompressed) vs a NetCDF file read per
+sample with h5py as Poseidon reads it.
+
+Protocol (DECISIONS "Data-loading benchmark protocol"): random pair order, batch 16, float32, z-score
+normalisation included, one persistent handle per DataLoader worker, num_workers 0 and 2. Every path serves
+the same batches ({x, y, t, mask}) through torch's DataLoader:
+
+- ``zarr (blosc-lz4)`` (the default) / ``zarr (zstd)`` / ``zarr (raw)``: FieldDataModule's dataset over a
+  canonical store (chunk-file fast path);
+- ``zarr via zarr-python``: the same store read through ``zarr.Array.__getitem__`` (fast path off);
+- ``netcdf h5py``: ``data`` [N, T, 4, 128, 128] (Poseidon's CE layout, written by netCDF4, contiguous); each
+  pair reads ``data[i, t1, 0:4]`` and ``data[i, t2, 0:4]`` as Poseidon's dataset classes do.
+
+Files are freshly written, so reads come from the page cache (this measures decode + copy + normalise, not
+the disk). Prints a table and writes JSON.
+
+    python benchmarks/data_loading.py --json runs/bench/data_loading.json
+    python benchmarks/data_loading.py --trajectories 8 --batches 20     # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from sciformer.data.fields import FieldDataModule
+from sciformer.data.samplers import PairIndex, all2all_pairs, snapshot_indices
+from sciformer.data.store import write_store
+
+VARS = ["rho", "u", "v", "p"]
+
+
+def make_fields(n: int, t: int, res: int, seed: int = 0) -> np.ndarray:
+    """Smooth random fields [n, t, 4, res, res] (a few Fourier modes + 1 % noise), like simulation output."""
+    rng = np.random.default_rng(seed)
+    x = np.linspace(0, 2 * np.pi, res, endpoint=False)
+    X, Y = np.meshgrid(x, x, indexing="ij")
+    out = np.empty((n, t, 4, res, res), np.float32)
+    for i in range(n):
+        for c in range(4):
+            k = rng.integers(1, 5, size=(4, 2))
+            ph, amp = rng.uniform(0, 2 * np.pi, 4), rng.normal(size=4)
+            for s in range(t):
+                f = sum(a * np.sin(kx * X + ky * Y + p + 0.1 * s) for a, (kx, ky), p in zip(amp, k, ph))
+                out[i, s, c] = f + 0.01 * rng.normal(size=f.shape) + (1.0 if c == 0 else 0.0)
+    return out
+
+
+class H5Pairs(Dataset):
+    """Poseidon-style reader: h5py handle per worker, ``data[i, t, 0:4]`` per snapshot, z-score."""
+
+    def __init__(self, path: str, n: int, t: int, mean: np.ndarray, std: np.ndarray):
+        self.path, self.handle, self.pid = path, None, None
+        self.index = PairIndex(range(n), all2all_pairs(snapshot_indices(t)))
+        self.mean, self.std, self.span = mean[:, None, None], std[:, None, None], float(t - 1)
+
+    def __len__(self):
+        return len(self.index)
+
+    def __getitem__(self, k):
+        import h5py
+
+        if self.handle is None or self.pid != os.getpid():
+            self.handle, self.pid = h5py.File(self.path, "r"), os.getpid()
+        i, (a, b) = self.index.decode(k)
+        d = self.handle["data"]
+        x = (d[i, a, 0:4] - self.mean) / self.std
+        y = (d[i, b, 0:4] - self.mean) / self.std
+        return {"x": torch.from_numpy(x.astype(np.float32)), "y": torch.from_numpy(y.astype(np.float32)),
+                "t": torch.tensor((b - a) / self.span, dtype=torch.float32), "mask": torch.ones(4)}
+
+
+def measure(dataset, workers: int, batches: int, batch_size: int, seed: int = 0) -> float:
+    """Pairs/s over ``batches`` batches after 3 warm-up batches (worker start-up excluded)."""
+    g = torch.Generator().manual_seed(seed)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=g, num_workers=workers,
+                        persistent_workers=workers > 0, prefetch_factor=4 if workers else None)
+    it = iter(loader)
+    for _ in range(3):
+        next(it)
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        b = next(it)
+        assert b["x"].dtype == torch.float32
+    dt = time.perf_counter() - t0
+    del it, loader
+    return batches * batch_size / dt
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--trajectories", type=int, default=16)
+    p.add_argument("--snapshots", type=int, default=21)
+    p.add_argument("--resolution", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batches", type=int, default=40, help="timed batches per run")
+    p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    p.add_argument("--dir", type=Path, default=None, help="where to write the stores (default: a temp dir)")
+    p.add_argument("--json", type=Path, default=Path("runs/bench/data_loading.json"))
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    root = Path(tempfile.mkdtemp(prefix="sciformer-bench-", dir=args.dir))
+    try:
+        n, t, r = args.trajectories, args.snapshots, args.resolution
+        print(f"writing {n} trajectories × {t} snapshots × 4 variables × {r}² ...", flush=True)
+        data = make_fields(n, t, r)
+        coords = {"x": np.arange(r) / r, "y": np.arange(r) / r}
+        variables = {v: {"role": "state"} for v in VARS}
+        arrays = {v: data[:, :, c] for c, v in enumerate(VARS)}
+        sizes = {}
+        for name, comp in (("lz4", "lz4"), ("zstd", "zstd"), ("raw", None)):
+            path = write_store(root / f"{name}.zarr", arrays, variables, np.arange(t, dtype=float), coords,
+                               compressor=comp)
+            sizes[name] = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        import netCDF4
+
+        nc = root / "CE-bench.nc"
+        with netCDF4.Dataset(nc, "w") as f:
+            for d, m in zip(("member", "time", "channel", "x", "y"), data.shape):
+                f.createDimension(d, m)
+            f.createVariable("data", "f4", ("member", "time", "channel", "x", "y"), contiguous=True)[...] = data
+        sizes["netcdf"] = nc.stat().st_size
+
+        dm = FieldDataModule([str(root / "zstd.zarr")], splits=(1.0, 0.0, 0.0), batch_size=args.batch_size)
+        mean = np.array([dm.stats[v]["mean"] for v in VARS], np.float32)
+        std = np.array([dm.stats[v]["std"] for v in VARS], np.float32)
+
+        def zarr_ds(store: str, fast: bool = True):
+            m = FieldDataModule([str(root / store)], splits=(1.0, 0.0, 0.0), stats=dm.stats)
+            ds = m.dataset("train")
+            if not fast:
+                ds.source._fast = {}
+            return ds
+
+        paths = {
+            "zarr (blosc-lz4)": lambda: zarr_ds("lz4.zarr"),
+            "zarr (zstd)": lambda: zarr_ds("zstd.zarr"),
+            "zarr (raw)": lambda: zarr_ds("raw.zarr"),
+            "zarr (zstd) via zarr-python": lambda: zarr_ds("zstd.zarr", fast=False),
+            "netcdf h5py per sample": lambda: H5Pairs(str(nc), n, t, mean, std),
+        }
+        # same batch content across paths (normalised pair 0 of trajectory 0, lead time 0)
+        ref = paths["netcdf h5py per sample"]()[5]
+        for name, make in paths.items():
+            item = make()[5]
+            assert torch.allclose(item["y"], ref["y"], atol=1e-4), name
+        load = os.getloadavg()
+        print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}  (cpus: {os.cpu_count()})")
+        rows = []
+        for name, make in paths.items():
+            for w in args.workers:
+                rate = measure(make(), w, args.batches, args.batch_size)
+                rows.append({"path": name, "num_workers": w, "pairs_per_s": rate})
+                print(f"  {name:<30} workers={w}: {rate:8.1f} pairs/s", flush=True)
+        print()
+        print(f"| path | bytes on disk | " + " | ".join(f"pairs/s, {w} workers" for w in args.workers) + " |")
+        print("|---|---|" + "---|" * len(args.workers))
+        disk = {"zarr (blosc-lz4)": sizes["lz4"], "zarr (zstd)": sizes["zstd"], "zarr (raw)": sizes["raw"], "zarr (zstd) via zarr-python": sizes["zstd"],
+                "netcdf h5py per sample": sizes["netcdf"]}
+        for name in paths:
+            rates = [next(r["pairs_per_s"] for r in rows if r["path"] == name and r["num_workers"] == w)
+                     for w in args.workers]
+            print(f"| {name} | {disk[name] / 2**20:.1f} MiB | " + " | ".join(f"{x:.0f}" for x in rates) + " |")
+        out = {"rows": rows, "bytes": sizes, "trajectories": n, "snapshots": t, "resolution": r,
+               "batch_size": args.batch_size, "batches": args.batches, "load_average_before": load,
+               "load_average_after": os.getloadavg(), "cpus": os.cpu_count(), "platform": platform.platform(),
+               "torch": torch.__version__}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
+        print(f"\nwrote {args.json}")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
