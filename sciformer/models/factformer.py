@@ -58,6 +58,8 @@ class FactFormerConfig:
     quadrature: bool = False       # weight kernel integrals by cell widths (non-uniform grids)
     periodic: bool = True          # grid wraps around (quadrature weights, default coordinates)
     seed: int = 0                  # seed of the fixed Fourier frequencies (saved in the state dict anyway)
+    residual: bool = False         # predict the change: out = x[:, :out_channels] + f(x) (time-dependent stores
+                                   # list the predicted states first among the inputs, then static fields)
 
 
 class FactFormerBlock(nn.Module):
@@ -102,6 +104,8 @@ class FactFormer(nn.Module):
             raise ValueError(f"mode must be one of {MODES}, not {cfg.mode!r}")
         if cfg.depth < 1:
             raise ValueError("depth must be >= 1")
+        if cfg.residual and cfg.in_channels < cfg.out_channels:
+            raise ValueError("residual=True needs in_channels >= out_channels (outputs are the first input channels)")
         self.embed = nn.Linear(cfg.in_channels, cfg.dim)
         self.grid_encoding = GridEncoding(cfg.spatial_dims, cfg.dim, cfg.fourier_scale, cfg.seed)
         n_blocks = 1 if cfg.implicit else cfg.depth
@@ -165,8 +169,8 @@ class FactFormer(nn.Module):
             for pos, block in zip(self.pos_proj, self.blocks):
                 u = u + pos(feats)
                 u = u + block(u, t, rope_pos, weights)
-        out = self.head2(F.gelu(self.head1(self.norm_out(u, t))))  # [B, *S, C_out]
-        return out.movedim(-1, 1)
+        out = self.head2(F.gelu(self.head1(self.norm_out(u, t)))).movedim(-1, 1)  # [B, C_out, *S]
+        return x[:, :cfg.out_channels] + out if cfg.residual else out
 
 
 # ---- named sizes -------------------------------------------------------------------------------------

@@ -140,3 +140,14 @@ def test_tiny_training_reduces_loss():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_residual_adds_the_leading_input_channels():
+    m = _tiny(residual=False)
+    r = _tiny(residual=True)
+    r.load_state_dict(m.state_dict())
+    x = torch.randn(2, 3, 8, 8)
+    t = torch.tensor([0.3, 0.6])
+    torch.testing.assert_close(r(x, t), m(x, t) + x[:, :2])
+    with pytest.raises(ValueError, match="residual"):
+        _tiny(in_channels=1, out_channels=2, residual=True)
