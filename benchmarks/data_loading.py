@@ -34,7 +34,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from sciformer.data.fields import FieldDataModule
-from sciformer.data.samplers import PairIndex, all2all_pairs, snapshot_indices
+from sciformer.data.samplers import PairIndex, all2all_pairs, collate, snapshot_indices
 from sciformer.data.store import write_store
 
 VARS = ["rho", "u", "v", "p"]
@@ -83,7 +83,7 @@ class H5Pairs(Dataset):
 def measure(dataset, workers: int, batches: int, batch_size: int, seed: int = 0) -> float:
     """Pairs/s over ``batches`` batches after 3 warm-up batches (worker start-up excluded)."""
     g = torch.Generator().manual_seed(seed)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=g, num_workers=workers,
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=g, num_workers=workers, collate_fn=collate,
                         persistent_workers=workers > 0, prefetch_factor=4 if workers else None)
     it = iter(loader)
     for _ in range(3):
@@ -105,6 +105,7 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--batches", type=int, default=40, help="timed batches per run")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repetitions; the table shows the median")
     p.add_argument("--dir", type=Path, default=None, help="where to write the stores (default: a temp dir)")
     p.add_argument("--json", type=Path, default=Path("runs/bench/data_loading.json"))
     args = p.parse_args(argv)
@@ -156,23 +157,26 @@ def main(argv=None):
             assert torch.allclose(item["y"], ref["y"], atol=1e-4), name
         load = os.getloadavg()
         print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}  (cpus: {os.cpu_count()})")
-        rows = []
-        for name, make in paths.items():
-            for w in args.workers:
-                rate = measure(make(), w, args.batches, args.batch_size)
-                rows.append({"path": name, "num_workers": w, "pairs_per_s": rate})
-                print(f"  {name:<30} workers={w}: {rate:8.1f} pairs/s", flush=True)
-        print()
-        print(f"| path | bytes on disk | " + " | ".join(f"pairs/s, {w} workers" for w in args.workers) + " |")
+        runs: dict[tuple[str, int], list[float]] = {(n_, w): [] for n_ in paths for w in args.workers}
+        for rep in range(args.repeats):  # interleaved, so load changes hit every configuration alike
+            for name, make in paths.items():
+                for w in args.workers:
+                    rate = measure(make(), w, args.batches, args.batch_size, seed=rep)
+                    runs[(name, w)].append(rate)
+                    print(f"  [{rep + 1}/{args.repeats}] {name:<30} workers={w}: {rate:8.1f} pairs/s", flush=True)
+        rows = [{"path": k[0], "num_workers": k[1], "pairs_per_s": float(np.median(v)), "runs": v}
+                for k, v in runs.items()]
+        print(f"\nmedian of {args.repeats} interleaved runs (min–max in brackets)")
+        print("| path | bytes on disk | " + " | ".join(f"pairs/s, {w} workers" for w in args.workers) + " |")
         print("|---|---|" + "---|" * len(args.workers))
         disk = {"zarr (blosc-lz4)": sizes["lz4"], "zarr (zstd)": sizes["zstd"], "zarr (raw)": sizes["raw"], "zarr (zstd) via zarr-python": sizes["zstd"],
                 "netcdf h5py per sample": sizes["netcdf"]}
         for name in paths:
-            rates = [next(r["pairs_per_s"] for r in rows if r["path"] == name and r["num_workers"] == w)
+            cells = [f"{np.median(runs[(name, w)]):.0f} ({min(runs[(name, w)]):.0f}–{max(runs[(name, w)]):.0f})"
                      for w in args.workers]
-            print(f"| {name} | {disk[name] / 2**20:.1f} MiB | " + " | ".join(f"{x:.0f}" for x in rates) + " |")
+            print(f"| {name} | {disk[name] / 2**20:.1f} MiB | " + " | ".join(cells) + " |")
         out = {"rows": rows, "bytes": sizes, "trajectories": n, "snapshots": t, "resolution": r,
-               "batch_size": args.batch_size, "batches": args.batches, "load_average_before": load,
+               "batch_size": args.batch_size, "batches": args.batches, "repeats": args.repeats, "load_average_before": load,
                "load_average_after": os.getloadavg(), "cpus": os.cpu_count(), "platform": platform.platform(),
                "torch": torch.__version__}
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ from sciformer.data.formats import open_source
 from sciformer.data.loader import ResumableLoader
 from sciformer.data.module import DataModule
 from sciformer.data.normalization import Normalizer, pooled_stats
-from sciformer.data.samplers import FieldPairs, Vocabulary, mixture, split_trajectories
+from sciformer.data.samplers import FieldPairs, Vocabulary, collate, mixture, split_trajectories
 from sciformer.errors import DataError
 
 
@@ -121,7 +121,7 @@ class FieldDataModule(DataModule):
         if len(data) == 0:
             raise DataError(f"the {stage} split is empty (splits={list(self.splits)}, stores={self.stores})")
         return ResumableLoader(data, batch_size=self.batch_size, shuffle=shuffle, seed=self.seed,
-                               num_workers=self.num_workers)
+                               num_workers=self.num_workers, collate_fn=collate)
 
     def train_dataloader(self):
         return self._loader("train", shuffle=True)

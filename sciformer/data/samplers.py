@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import ConcatDataset, Dataset
+from torch.utils.data import Dataset, default_collate, get_worker_info
 
 from sciformer.data.normalization import Normalizer
 from sciformer.errors import DataError
@@ -171,30 +171,90 @@ class FieldPairs(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
-    def _fill(self, names: Sequence[str], i: int, t: int | None) -> np.ndarray:
-        out = np.zeros((len(names), *self.source.spatial_shape), dtype=np.float32)
+    def _fill(self, names: Sequence[str], i: int, t: int | None, out: np.ndarray) -> None:
+        """Decode and normalise channels in place (the data loader's hot loop); absent variables stay 0."""
         have = self.source.variables
+        fast = hasattr(self.source, "read_into")
         for c, name in enumerate(names):
-            if name in have:  # decode and normalise in place: this is the data loader's hot loop
-                m, s = self.norm._ms(name)
-                if hasattr(self.source, "read_into"):
-                    self.source.read_into(name, i, t, out[c])
-                else:
-                    out[c] = self.source.read(name, i, t)
-                out[c] -= np.float32(m)
-                out[c] *= np.float32(1.0 / s)
-        return out
+            if name not in have:
+                out[c] = 0.0
+                continue
+            m, s = self.norm._ms(name)
+            if fast:
+                self.source.read_into(name, i, t, out[c])
+            else:
+                out[c] = self.source.read(name, i, t)
+            out[c] -= np.float32(m)
+            out[c] *= np.float32(1.0 / s)
 
-    def __getitem__(self, n: int) -> dict[str, torch.Tensor]:
+    def fill(self, n: int, x: np.ndarray, y: np.ndarray) -> float | None:
+        """Write item ``n`` into ``x`` [C_in, *S] and ``y`` [C_out, *S]; return its lead time (None if steady)."""
         i, (ti, tj) = self.index.decode(n)
         if self.source.steady:
-            return {"x": torch.from_numpy(self._fill(self.vocab.inputs, i, None)),
-                    "y": torch.from_numpy(self._fill(self.vocab.outputs, i, None)), "mask": self.mask}
-        x = self._fill(self.vocab.inputs, i, int(ti))
-        y = self._fill(self.vocab.outputs, i, int(tj))
-        t = (self.source.time[tj] - self.source.time[ti]) / self.span
-        return {"x": torch.from_numpy(x), "y": torch.from_numpy(y), "t": torch.tensor(t, dtype=torch.float32),
-                "mask": self.mask}
+            self._fill(self.vocab.inputs, i, None, x)
+            self._fill(self.vocab.outputs, i, None, y)
+            return None
+        self._fill(self.vocab.inputs, i, int(ti), x)
+        self._fill(self.vocab.outputs, i, int(tj), y)
+        return float((self.source.time[tj] - self.source.time[ti]) / self.span)
+
+    def __getitem__(self, n: int) -> dict[str, torch.Tensor]:
+        return {k: v[0] for k, v in _gather([(self, n)]).items()}
+
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        return _gather([(self, n) for n in indices])
+
+
+def _buffer(shape: tuple[int, ...]) -> torch.Tensor:
+    """float32 batch buffer; in a DataLoader worker it lives in shared memory (as default_collate's output
+    does), so the batch reaches the main process without another copy."""
+    if get_worker_info() is None:
+        return torch.empty(shape)
+    numel = int(np.prod(shape))
+    storage = torch.empty(0)._typed_storage()._new_shared(numel, device="cpu")
+    return torch.empty(0).new(storage).view(shape)
+
+
+def _gather(items: Sequence[tuple[FieldPairs, int]]) -> dict[str, torch.Tensor]:
+    """A whole batch decoded straight into its batch tensors (no per-item tensors, no collate copy)."""
+    first = items[0][0]
+    spatial, b = tuple(first.source.spatial_shape), len(items)
+    x = _buffer((b, len(first.vocab.inputs), *spatial))
+    y = _buffer((b, len(first.vocab.outputs), *spatial))
+    xn, yn = x.numpy(), y.numpy()
+    times = [ds.fill(n, xn[k], yn[k]) for k, (ds, n) in enumerate(items)]
+    out = {"x": x, "y": y, "mask": torch.stack([ds.mask for ds, _ in items])}
+    if times[0] is not None:
+        out["t"] = torch.tensor(times, dtype=torch.float32)
+    return out
+
+
+def collate(batch):
+    """DataLoader ``collate_fn``: batches from ``__getitems__`` are already collated."""
+    return batch if isinstance(batch, dict) else default_collate(batch)
+
+
+class Mixture(Dataset):
+    """Concatenation of :class:`FieldPairs` sharing a vocabulary and a grid, with batched fetching."""
+
+    def __init__(self, parts: Sequence[FieldPairs]):
+        self.parts = list(parts)
+        self.offsets = np.cumsum([0] + [len(p) for p in self.parts])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def locate(self, n: int) -> tuple[FieldPairs, int]:
+        if not 0 <= n < len(self):
+            raise IndexError(f"index {n} outside [0, {len(self)})")
+        k = int(np.searchsorted(self.offsets, n, side="right")) - 1
+        return self.parts[k], int(n - self.offsets[k])
+
+    def __getitem__(self, n: int) -> dict[str, torch.Tensor]:
+        return {k: v[0] for k, v in _gather([self.locate(n)]).items()}
+
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        return _gather([self.locate(n) for n in indices])
 
 
 def mixture(datasets: Sequence[FieldPairs]) -> Dataset:
@@ -203,4 +263,4 @@ def mixture(datasets: Sequence[FieldPairs]) -> Dataset:
     if len(shapes) > 1:
         raise DataError("stores in one mixture must share a grid; got " +
                         ", ".join(f"{d.source.path}: {tuple(d.source.spatial_shape)}" for d in datasets))
-    return datasets[0] if len(datasets) == 1 else ConcatDataset(list(datasets))
+    return datasets[0] if len(datasets) == 1 else Mixture(datasets)

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+import struct
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -479,11 +480,11 @@ class FieldStore:
         finally:
             os.close(fd)
         if codec == "blosc":  # blosc trusts its header: check sizes (bytes 4-8 nbytes, 12-16 cbytes) first
-            sizes = np.frombuffer(raw[:16], dtype="<u4") if len(raw) >= 16 else np.zeros(4, np.uint32)
-            if int(sizes[3]) != len(raw) or int(sizes[1]) != out.nbytes:
+            nbytes, _, cbytes = struct.unpack_from("<III", raw, 4) if len(raw) >= 16 else (0, 0, 0)
+            if cbytes != len(raw) or nbytes != out.nbytes:
                 raise DataError(f"{self.path}: chunk {file} of variable {name!r} is truncated ({len(raw)} bytes)")
         try:
-            _decoder(codec).decode(raw, out=memoryview(out).cast("B"))
+            _decoder(codec)(raw, memoryview(out).cast("B"))
         except Exception as e:  # numcodecs raises RuntimeError/ValueError for corrupt or short input
             raise DataError(f"{self.path}: chunk {file} of variable {name!r} cannot be decoded ({e})") from None
 
@@ -517,10 +518,14 @@ _DECODERS: dict = {}
 
 
 def _decoder(codec: str):
+    """``decode(src, dest)`` for a codec name, writing into ``dest``."""
     if codec not in _DECODERS:
-        from numcodecs import Blosc, Zstd
+        from numcodecs import Zstd, blosc
 
-        _DECODERS[codec] = {"zstd": Zstd, "blosc": Blosc}[codec]()
+        blosc.use_threads = False  # one 128² chunk is too small for blosc's threads; loader workers parallelise
+        zstd = Zstd()
+        _DECODERS["blosc"] = blosc.decompress
+        _DECODERS["zstd"] = lambda src, dest: zstd.decode(src, out=dest)
     return _DECODERS[codec]
 
 

@@ -212,3 +212,10 @@ def test_truncated_chunk_is_a_clear_error(tmp_path, compressor):
     chunk.write_bytes(chunk.read_bytes()[:50])
     with pytest.raises(DataError, match=r"chunk .*u/c/3/1/0/0 of variable 'u' (is truncated|cannot be decoded)"):
         FieldStore(path).read("u", 3, 1)
+
+
+def test_huge_finite_values_are_not_reported_as_nan(tmp_path):
+    data = _data()
+    data["u"][0, 0] = 3e38  # the float32 sum overflows; every value is still finite
+    path = write_store(tmp_path / "s.zarr", data, VARS, np.arange(T), {"x": np.arange(X), "y": np.arange(Y)})
+    np.testing.assert_array_equal(FieldStore(path).read("u", 0, 0), data["u"][0, 0])
