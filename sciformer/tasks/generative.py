@@ -362,8 +362,9 @@ def load_generator(ckpt: str | Path, device: str = "cpu") -> LatentFlowTask:
     raw = torch.load(str(ckpt), map_location="cpu", weights_only=True)
     if raw.get("sciformer_task") != "LatentFlowTask":
         raise CheckpointError(f"{ckpt}: not a LatentFlowTask checkpoint (got {raw.get('sciformer_task')})")
-    hp = dict(raw["hyper_parameters"])
-    hp.pop("_instantiator", None)
+    hp = {k: v for k, v in raw["hyper_parameters"].items() if not k.startswith("_")}
+    if not hp.get("autoencoder_spec"):
+        raise CheckpointError(f"{ckpt}: no embedded autoencoder architecture (autoencoder_spec)")
     task = LatentFlowTask(**hp)
     task.load_state_dict(raw["state_dict"])
     return task.to(device).eval()
