@@ -455,7 +455,7 @@ class FieldStore:
         else:
             out[...] = np.asarray(self._open()[name][index], dtype=np.float32)
         # a NaN/Inf makes the (fast, float32) sum non-finite; an overflowing sum of finite values is re-checked
-        if self.check_finite and not np.isfinite(out.sum()) and not np.isfinite(out).all():
+        if self.check_finite and not np.isfinite(_sum(out)) and not np.isfinite(out).all():
             where = "" if len(index) == 1 else f", time index {index[1]}"
             raise DataError(f"{self.path}: variable {name!r} has NaN/Inf at trajectory {index[0]}{where}")
 
@@ -515,6 +515,11 @@ class FieldStore:
 
 
 _DECODERS: dict = {}
+
+
+def _sum(a: np.ndarray) -> float:
+    with np.errstate(over="ignore", invalid="ignore"):
+        return a.sum()
 
 
 def _decoder(codec: str):

@@ -219,3 +219,12 @@ def test_huge_finite_values_are_not_reported_as_nan(tmp_path):
     data["u"][0, 0] = 3e38  # the float32 sum overflows; every value is still finite
     path = write_store(tmp_path / "s.zarr", data, VARS, np.arange(T), {"x": np.arange(X), "y": np.arange(Y)})
     np.testing.assert_array_equal(FieldStore(path).read("u", 0, 0), data["u"][0, 0])
+
+
+def test_fsspec_url(tmp_path):
+    data = _data()
+    path = write_store(tmp_path / "s.zarr", data, VARS, np.arange(T), {"x": np.arange(X), "y": np.arange(Y)})
+    s = open_store(f"file://{path}")
+    assert not s._fast  # URLs go through zarr/fsspec
+    np.testing.assert_array_equal(s.read("u", 2, 4), data["u"][2, 4])
+    np.testing.assert_array_equal(s.to_xarray()["c"].values, data["c"])
