@@ -41,12 +41,14 @@ class FieldDataModule(DataModule):
             default all2all is time_stride=2, max_snapshots=8 (36 pairs per trajectory).
         stats: {name: {"mean", "std"}} overriding the stores' statistics (e.g. a checkpoint's).
         seed: shuffling seed of the training loader.
+        predict_static: also predict (and score) static fields, Poseidon's convention (DECISIONS: for converted
+            Poseidon checkpoints); by default static fields are inputs only.
     """
 
     def __init__(self, stores: list[str], sampler: str = "all2all", variables: list[str] | None = None,
                  batch_size: int = 16, num_workers: int = 0, splits: tuple[float, float, float] = (0.8, 0.1, 0.1),
                  train_trajectories: int | None = None, time_stride: int = 1, max_snapshots: int | None = None,
-                 stats: dict | None = None, seed: int = 0):
+                 stats: dict | None = None, seed: int = 0, predict_static: bool = False):
         super().__init__()
         if not stores:
             raise DataError("FieldDataModule needs at least one store")
@@ -60,7 +62,7 @@ class FieldDataModule(DataModule):
         self.splits, self.train_trajectories = tuple(splits), train_trajectories
         self.time_stride, self.max_snapshots, self.seed = time_stride, max_snapshots, seed
         self.sources = [open_source(s) for s in self.stores]
-        self.vocab = Vocabulary.from_sources(self.sources, variables)
+        self.vocab = Vocabulary.from_sources(self.sources, variables, predict_static)
         pooled = pooled_stats((s.stats, _counts(s)) for s in self.sources)
         missing = [v for s in self.sources for v in s.variables if v not in pooled and v in self.vocab.order]
         if missing and not all(v in (stats or {}) for v in missing):

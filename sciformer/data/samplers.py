@@ -105,15 +105,17 @@ class Vocabulary:
     Steady: inputs = static fields (source, coefficient, ...), outputs = solution variables.
     """
 
-    def __init__(self, order: Sequence[str], roles: Mapping[str, str], steady: bool):
+    def __init__(self, order: Sequence[str], roles: Mapping[str, str], steady: bool, predict_static: bool = False):
         self.order, self.roles, self.steady = list(order), dict(roles), steady
         static = [v for v in self.order if self.roles[v] in STATIC_ROLES]
         dynamic = [v for v in self.order if v not in static]
         self.inputs = static if steady else dynamic + static
-        self.outputs = dynamic
+        # predict_static: Poseidon's convention (static fields are also targets), for converted checkpoints
+        self.outputs = dynamic + static if predict_static and not steady else dynamic
 
     @classmethod
-    def from_sources(cls, sources: Sequence, variables: Sequence[str] | None = None) -> Vocabulary:
+    def from_sources(cls, sources: Sequence, variables: Sequence[str] | None = None,
+                     predict_static: bool = False) -> Vocabulary:
         steady = {bool(s.steady) for s in sources}
         if len(steady) > 1:
             raise DataError("cannot mix steady and time-dependent stores in one data module: "
@@ -134,7 +136,7 @@ class Vocabulary:
                 raise DataError(f"variables list has duplicates: {order}")
             for v in order:  # a variable no store has is an always-padded output (e.g. rho of incompressible data)
                 roles.setdefault(v, "solution" if is_steady else "state")
-        vocab = cls(order, {v: roles[v] for v in order}, is_steady)
+        vocab = cls(order, {v: roles[v] for v in order}, is_steady, predict_static)
         if not vocab.outputs:
             raise DataError("no output variables (state or solution) among " + str(order))
         return vocab

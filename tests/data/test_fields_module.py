@@ -128,3 +128,13 @@ def test_errors(tmp_path):
     dm = FieldDataModule([str(tmp_path / "b.zarr")])
     with pytest.raises(DataError, match=r"b\.zarr: variable 'u' has NaN/Inf at trajectory 0, time index 2"):
         dm.dataset("train")[2]  # pair (0, 2)
+
+
+def test_predict_static_makes_static_fields_targets(tmp_path):
+    data = _store(tmp_path / "w.zarr", ["u"], static=["c"])
+    dm = FieldDataModule([str(tmp_path / "w.zarr")], predict_static=True)
+    assert dm.spec["inputs"] == ["u", "c"] and dm.spec["outputs"] == ["u", "c"]
+    item = dm.dataset("train")[3]  # pair (0, 3)
+    st = dm.spec["stats"]["c"]
+    np.testing.assert_allclose(item["y"][1], (data["c"][0] - st["mean"]) / st["std"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(item["x"][1], item["y"][1])
