@@ -245,3 +245,19 @@ def test_cli_convert_and_info(tmp_path, capsys):
 
     zarr.open_group(str(tmp_path / "sl.zarr"), mode="r+")["v"][1, 2, 0, 0] = np.nan
     assert "NaN/Inf: variable 'v', trajectory 1, time indices [2]" in describe(tmp_path / "sl.zarr")
+
+
+def test_poseidon_lead_time_matches_poseidon_convention(tmp_path):
+    """21 snapshots: our t = (time[j] − time[i]) / span equals Poseidon's (t2 − t1) / 20 (DECISIONS)."""
+    from sciformer.data.fields import FieldDataModule
+
+    vel = _rand(10, 21, 2, 4, 4)
+    src = _nc(tmp_path / "NS-SL.nc", {"velocity": (("n", "t", "c", "x", "y"), vel)})
+    dm = FieldDataModule([str(src)], time_stride=2, max_snapshots=8)
+    ds = dm.dataset("train")
+    assert len(ds) == 8 * 36
+    pairs = [(2 * i, 2 * j) for i in range(8) for j in range(i, 8)]
+    for k in (0, 5, 35, 36 + 7):
+        t1, t2 = pairs[k % 36]
+        assert ds[k]["t"].item() == pytest.approx((t2 - t1) / 20)
+    assert dm.spec["stats"]["u"] == {"mean": 0.0, "std": 0.391}  # Poseidon's constants when read lazily
