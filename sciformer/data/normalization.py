@@ -17,8 +17,10 @@ MIN_STD = 1e-8  # constant fields (e.g. Poseidon's padded rho = 1) keep std 1 in
 def pooled_stats(parts: Iterable[tuple[Mapping[str, Mapping[str, float]], Mapping[str, float]]]) -> dict[str, dict]:
     """Combine per-store ``(stats, counts)`` into one mean/std per variable (exact pooled moments)."""
     acc: dict[str, list[float]] = {}
+    single: dict[str, dict | None] = {}  # a variable from one store keeps its statistics bit for bit
     for stats, counts in parts:
         for name, s in stats.items():
+            single[name] = None if name in single else {"mean": float(s["mean"]), "std": float(s["std"])}
             n, m, m2 = float(counts[name]), float(s["mean"]), float(s["std"]) ** 2 * float(counts[name])
             if name not in acc:
                 acc[name] = [n, m, m2]
@@ -27,7 +29,8 @@ def pooled_stats(parts: Iterable[tuple[Mapping[str, Mapping[str, float]], Mappin
             tot = n0 + n
             d = m - m0
             acc[name] = [tot, m0 + d * n / tot, q0 + m2 + d * d * n0 * n / tot]
-    return {k: {"mean": v[1], "std": float(np.sqrt(v[2] / v[0])) if v[0] else 0.0} for k, v in acc.items()}
+    return {k: single[k] or {"mean": v[1], "std": float(np.sqrt(v[2] / v[0])) if v[0] else 0.0}
+            for k, v in acc.items()}
 
 
 class Normalizer:
