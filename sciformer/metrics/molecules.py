@@ -4,7 +4,8 @@ Bonds are perceived with RDKit's ``rdDetermineBonds`` (connectivity from covalen
 with the molecule's total charge), not through a PDB round trip (ADiT's route via OpenBabel rejects real
 drug-like ligands). Definitions (DECISIONS.md):
 
-- **valid**: bonds perceived, ``SanitizeMol`` succeeds and the molecule is one connected fragment;
+- **valid**: bonds perceived, ``SanitizeMol`` succeeds, no atom has a radical electron (hydrogens are never
+  implicit: every atom is in the coordinates) and the molecule is one connected fragment;
 - **valid (largest fragment)**: ADiT's variant, perception and sanitisation succeed, fragments allowed;
 - **unique**: distinct canonical SMILES among valid molecules / number valid (largest-fragment SMILES);
 - **novel**: unique SMILES not in the reference (training) set / number valid;
@@ -47,6 +48,8 @@ def perceive(atomic_numbers, positions, charge: int = 0):
         for i, (zi, p) in enumerate(zip(z, pos)):
             rw.AddAtom(Chem.Atom(int(zi)))
             conf.SetAtomPosition(i, p.tolist())
+        for a in rw.GetAtoms():
+            a.SetNoImplicit(True)  # all-atom coordinates: a missing hydrogen is missing, not implicit
         mol = rw.GetMol()
         mol.AddConformer(conf, assignId=True)
         rdDetermineBonds.DetermineConnectivity(mol)
@@ -63,9 +66,14 @@ def perceive(atomic_numbers, positions, charge: int = 0):
             else:
                 rdDetermineBonds.DetermineBondOrders(m, charge=int(charge))
             Chem.SanitizeMol(m)
-            return m
         except Exception:
             continue
+        for a in m.GetAtoms():
+            a.SetNoImplicit(True)
+        m.UpdatePropertyCache(strict=False)
+        if any(a.GetNumRadicalElectrons() or a.GetTotalNumHs(includeNeighbors=False) != a.GetNumExplicitHs() for a in m.GetAtoms()):
+            return None  # open-shell: QM9-like sets are closed-shell
+        return m
     return None
 
 
