@@ -5,7 +5,9 @@ with the molecule's total charge), not through a PDB round trip (ADiT's route vi
 drug-like ligands). Definitions (DECISIONS.md):
 
 - **valid**: bonds perceived, ``SanitizeMol`` succeeds, no atom has a radical electron (hydrogens are never
-  implicit: every atom is in the coordinates) and the molecule is one connected fragment;
+  implicit: every atom is in the coordinates), formal charges only in ``CHARGED_FORMS`` (N⁺, O⁻, S⁻, P⁺;
+  a neutral assignment is tried first; a molecule declared charged may carry any charged form) and the
+  molecule is one connected fragment;
 - **valid (largest fragment)**: ADiT's variant, perception and sanitisation succeed, fragments allowed;
 - **unique**: distinct canonical SMILES among valid molecules / number valid (largest-fragment SMILES);
 - **novel**: unique SMILES not in the reference (training) set / number valid;
@@ -22,7 +24,11 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
-MAX_ATOMS = 200  # larger "molecules" are refused rather than sent to the bond-order search
+MAX_ATOMS = 200
+# (element, formal charge) accepted in perceived molecules: ammonium/iminium/nitro N⁺, alkoxide/carboxylate O⁻,
+# thiolate S⁻, phosphonium P⁺. Bond-order assignment with charged fragments can otherwise "balance" any wrong
+# structure with carbanion/oxonium pairs ([C-]…[O+]), which would count nonsense as valid.
+CHARGED_FORMS = {(7, 1), (8, -1), (16, -1), (15, 1)}  # larger "molecules" are refused rather than sent to the bond-order search
 
 
 def _max_valence(z: int) -> int:
@@ -58,21 +64,24 @@ def perceive(atomic_numbers, positions, charge: int = 0):
             return None
     except Exception:
         return None
-    for hueckel in (False, True):  # the extended-Hückel route rescues some charged molecules
+    for mode in ("neutral", "charged", "hueckel"):
         try:
             m = Chem.Mol(mol)
-            if hueckel:
+            if mode == "hueckel":  # the extended-Hückel route rescues some charged molecules
                 rdDetermineBonds.DetermineBonds(m, charge=int(charge), useHueckel=True)
             else:
-                rdDetermineBonds.DetermineBondOrders(m, charge=int(charge))
+                rdDetermineBonds.DetermineBondOrders(m, charge=int(charge), allowChargedFragments=mode == "charged")
             Chem.SanitizeMol(m)
         except Exception:
             continue
         for a in m.GetAtoms():
             a.SetNoImplicit(True)
         m.UpdatePropertyCache(strict=False)
-        if any(a.GetNumRadicalElectrons() or a.GetTotalNumHs(includeNeighbors=False) != a.GetNumExplicitHs() for a in m.GetAtoms()):
-            return None  # open-shell: QM9-like sets are closed-shell
+        if any(a.GetNumRadicalElectrons() for a in m.GetAtoms()):
+            continue  # open-shell: QM9-like sets are closed-shell
+        if charge == 0 and any(a.GetFormalCharge() and (a.GetAtomicNum(), a.GetFormalCharge()) not in CHARGED_FORMS
+                               for a in m.GetAtoms()):
+            continue  # charge separation only in the forms real closed-shell molecules use
         return m
     return None
 

@@ -49,14 +49,15 @@ def test_negative_control_jitter(real, sigma):
 
 
 def test_negative_control_swapped_elements(real):
-    swapped = []
-    for z, _, _ in real:
-        z = z.copy()
-        i, j = next((i, j) for i in range(len(z)) for j in range(len(z)) if z[i] != z[j])
-        z[i], z[j] = z[j], z[i]
-        swapped.append(z)
-    _, pos, q = zip(*real)
-    assert sum(M.validity(swapped, list(pos), list(q))) == 0
+    """Each heavy atom in turn gets an element of another valence (C↔O, N→F, F→C): never valid."""
+    other = {6: 8, 7: 9, 8: 6, 9: 6}
+    swapped, pos, q = [], [], []
+    for z, p, c in real:
+        for i in np.where(z > 1)[0]:
+            z2 = z.copy()
+            z2[i] = other[int(z[i])]
+            swapped.append(z2), pos.append(p), q.append(c)
+    assert len(swapped) > 30 and sum(M.validity(swapped, pos, q)) == 0
 
 
 def test_fragments_unique_and_novel():
