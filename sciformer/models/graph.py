@@ -90,6 +90,7 @@ register_sizes = [
     ("graph-gps", dict(hidden=128, layers=4, heads=4)),
     ("graph-gps-tiny", dict(hidden=64, layers=2, heads=4)),
     ("graph-gine", dict(hidden=128, layers=4, attention=False)),
+    ("graph-gine-tiny", dict(hidden=64, layers=2, attention=False)),
 ]
 
 
