@@ -1,0 +1,202 @@
+"""ADiT benchmarks: training throughput, sampling speed, autoencoder reconstruction, generation quality.
+
+    python benchmarks/molecules_adit.py throughput [--device cpu|cuda] [--sizes adit-vae-tiny,adit-dit-tiny]
+    python benchmarks/molecules_adit.py reconstruction --ae runs/adit_ae_joint_cpu/checkpoints/last.ckpt
+    python benchmarks/molecules_adit.py sampling --ldm runs/adit_ldm_joint_cpu/checkpoints/last.ckpt
+    python benchmarks/molecules_adit.py quality --samples samples_mol samples_cry
+
+Prints a table and writes JSON to benchmarks/results/molecules_adit_<what>.json. Throughput is measured on
+synthetic QM9-sized batches (mean 18 atoms, max 29, ADiT's histogram range) so it needs no data; the rest needs
+the stores and checkpoints built by the commands in README/configs. Logs `uptime` (the machine is shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def _uptime() -> str:
+    try:
+        return os.popen("uptime").read().strip()
+    except Exception:
+        return ""
+
+
+def _save(name: str, obj: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    obj = {"uptime": _uptime(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+           "machine": platform.processor() or platform.machine(), **obj}
+    (RESULTS / f"molecules_adit_{name}.json").write_text(json.dumps(obj, indent=2, default=float) + "\n")
+    print(f"wrote {RESULTS / f'molecules_adit_{name}.json'}")
+
+
+def _batch(B: int, device, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    n = torch.randint(9, 30, (B,), generator=g)
+    N = int(n.max())
+    mask = (torch.arange(N)[None] < n[:, None]).to(device)
+    types = torch.randint(1, 10, (B, N), generator=g).to(device) * mask
+    pos = torch.randn(B, N, 3, generator=g).to(device) * 0.15 * mask[..., None]
+    return types, pos, torch.zeros_like(pos), mask, int(n.sum())
+
+
+def throughput(args) -> None:
+    from sciformer import models
+    from sciformer.models.adit import flow
+
+    device = torch.device(args.device)
+    rows = []
+    for name in args.sizes.split(","):
+        model = models.get(name).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        types, pos, frac, mask, atoms = _batch(args.batch, device)
+        for precision in args.precisions.split(","):
+            ctx = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16" else (lambda: torch.autocast(device.type, enabled=False))
+
+            def step():
+                with ctx():
+                    if name.startswith("adit-vae"):
+                        out = model(types, pos, frac, mask)
+                        loss = torch.nn.functional.cross_entropy(out["atom_types"][mask].float(), types[mask]) + ((out["pos"].float() - pos) ** 2).mean()
+                    else:
+                        x1 = torch.randn(*types.shape, model.config.latent_dim, device=device) * mask[..., None]
+                        t = torch.rand(types.shape[0], device=device)
+                        xt = flow.interpolate(flow.centred_noise(x1.shape, mask), x1, t)
+                        loss = flow.loss(model(xt, t, mask, dataset_idx=torch.ones_like(t, dtype=torch.long)).float(), x1, t, mask)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+
+            for _ in range(args.warmup):
+                step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                step()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            dt = (time.perf_counter() - t0) / args.steps
+            params = sum(p.numel() for p in model.parameters())
+            rows.append({"model": name, "params_M": params / 1e6, "precision": precision, "device": str(device),
+                         "batch": args.batch, "s_per_step": dt, "molecules_per_s": args.batch / dt, "atoms_per_s": atoms / dt})
+            print(f"{name:16s} {params / 1e6:8.2f}M {precision:5s} {device}  {dt * 1e3:9.1f} ms/step  "
+                  f"{args.batch / dt:9.1f} molecules/s")
+    _save(f"throughput_{device.type}", {"rows": rows})
+
+
+def reconstruction(args) -> None:
+    from torch_geometric.data import Batch
+
+    from sciformer.data.atoms import AtomStore, params_to_cell, to_pyg
+    from sciformer.metrics import crystals as C
+    from sciformer.metrics import molecules as M
+    from sciformer.tasks.generative import _autoencoder_from_checkpoint, dense
+
+    ae, _ = _autoencoder_from_checkpoint(args.ae)
+    ae.eval()
+    out = {}
+    for path in args.stores:
+        s = AtomStore(path).load()
+        start = int(round(0.9 * len(s)))  # the validation part (last 10 % by index)
+        idx = list(range(start, min(len(s), start + args.n)))
+        data = [to_pyg(s[i], 0 if s.domain == "crystal" else 1) for i in idx]
+        recon, truth = [], []
+        with torch.no_grad():
+            for k in range(0, len(data), 128):
+                b = Batch.from_data_list(data[k:k + 128])
+                d = dense(b)
+                mean, _ = ae.encode(d["types"], d["pos_nm"], d["frac"], d["mask"])
+                dec = ae.decode(mean, d["mask"])
+                types = dec["atom_types"][..., 1:].argmax(-1) + 1
+                for i in range(len(types)):
+                    n = int(d["mask"][i].sum())
+                    if s.domain == "molecule":
+                        recon.append({"atomic_numbers": types[i, :n].numpy(), "positions": dec["pos"][i, :n].numpy() * 10})
+                        truth.append(d["pos_nm"][i, :n].numpy() * 10)
+                    else:
+                        lat = dec["lattice"][i]
+                        cell = params_to_cell((lat[:3] * n ** (1 / 3)).double().clamp_min(0.5), lat[3:].double().clamp(0.1, 3.04))
+                        frac = dec["frac_coords"][i, :n].double() % 1
+                        recon.append({"atomic_numbers": types[i, :n].numpy(), "cell": cell.numpy(), "frac_coords": frac.numpy()})
+        if s.domain == "molecule":
+            charges = [s[i].get("charge", 0) for i in idx]
+            rmsd = float(np.sqrt(np.mean([((r["positions"] - t) ** 2).sum(-1).mean() for r, t in zip(recon, truth)])))
+            valid = M.validity([r["atomic_numbers"] for r in recon], [r["positions"] for r in recon], charges)
+            real = M.validity([s[i]["atomic_numbers"] for i in idx], [s[i]["positions"] for i in idx], charges)
+            out[path] = {"n": len(idx), "pos_rmsd_A": rmsd, "recon_valid": float(np.mean(valid)), "real_valid": float(np.mean(real)),
+                         "type_acc": float(np.mean([np.array_equal(r["atomic_numbers"], s[i]["atomic_numbers"]) for r, i in zip(recon, idx)]))}
+        else:
+            ev = C.evaluate(recon)
+            matches = [C.match(r, {"atomic_numbers": s[i]["atomic_numbers"], "positions": s[i]["positions"], "cell": s[i]["cell"]})
+                       for r, i in zip(recon, idx)]
+            out[path] = {"n": len(idx), "recon_valid": ev["valid"], "match_rate": float(np.mean(matches))}
+        print(path, json.dumps(out[path]))
+    _save("reconstruction", {"ae": args.ae, "results": out})
+
+
+def sampling(args) -> None:
+    from sciformer.tasks.generative import load_generator
+
+    task = load_generator(args.ldm, args.device)
+    rows = []
+    for kind in ("molecule", "crystal"):
+        g = torch.Generator().manual_seed(0)
+        t0 = time.perf_counter()
+        task.generate(args.n, kind, steps=args.steps, cfg_scale=args.cfg, batch_size=args.n, generator=g)
+        dt = time.perf_counter() - t0
+        rows.append({"kind": kind, "n": args.n, "steps": args.steps, "cfg_scale": args.cfg, "seconds": dt, "per_s": args.n / dt})
+        print(f"{kind:9s} {args.n} samples x {args.steps} steps (CFG {args.cfg}): {dt:.1f} s = {args.n / dt:.2f} /s")
+    _save(f"sampling_{args.device}", {"ldm": args.ldm, "rows": rows})
+
+
+def quality(args) -> None:
+    rows = {}
+    for d in args.samples:
+        m = json.loads((Path(d) / "metrics.json").read_text())
+        rows[d] = m
+        keys = [k for k in ("valid", "valid_largest_fragment", "unique", "novel", "atom_stable", "mol_stable",
+                            "struct_valid", "comp_valid") if k in m]
+        print(d, m["kind"], "  ".join(f"{k} {100 * m[k]:.1f}%" for k in keys))
+    _save("quality", {"rows": rows})
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="what", required=True)
+    t = sub.add_parser("throughput")
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--sizes", default="adit-vae-tiny,adit-dit-tiny,adit-vae-small,adit-dit-small")
+    t.add_argument("--precisions", default="fp32,bf16")
+    t.add_argument("--batch", type=int, default=64)
+    t.add_argument("--steps", type=int, default=5)
+    t.add_argument("--warmup", type=int, default=2)
+    r = sub.add_parser("reconstruction")
+    r.add_argument("--ae", required=True)
+    r.add_argument("--stores", nargs="+", default=["data/qm9_etkdg_30k.zarr", "data/perov_5_val.zarr", "data/carbon_24_val.zarr"])
+    r.add_argument("--n", type=int, default=500)
+    s = sub.add_parser("sampling")
+    s.add_argument("--ldm", required=True)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--n", type=int, default=64)
+    s.add_argument("--steps", type=int, default=100)
+    s.add_argument("--cfg", type=float, default=2.0)
+    q = sub.add_parser("quality")
+    q.add_argument("--samples", nargs="+", required=True)
+    args = p.parse_args()
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
+    {"throughput": throughput, "reconstruction": reconstruction, "sampling": sampling, "quality": quality}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()
