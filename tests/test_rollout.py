@@ -1,0 +1,321 @@
+"""Rollout engine: AR / direct / mixed against oracle models whose compositions are known in closed form,
+static re-insertion, blow-up guard, bad input, the `sciformer rollout` command's outputs, pushforward."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from sciformer.data.store import open_store, write_store
+from sciformer.errors import CheckpointError, DataError, SciformerError
+from sciformer.rollout import (
+    BlowupGuard, Plan, RolloutEngine, feedback_pairs, lead_times, pushforward, roll,
+)
+
+# non-uniform snapshot times: lead times must follow DECISIONS' (time[j] − time[i]) / span
+TIME = np.array([0.0, 0.1, 0.3, 0.6, 1.0, 1.5, 2.0])
+SPAN = TIME[-1] - TIME[0]
+LAM = 0.7  # decay rate of the synthetic store
+
+
+def _store(tmp_path, n=5, forcing=False, grow=None, name="s.zarr"):
+    """u(t) = u0·exp(−λt) (+ f·t with a static forcing f); v = 2u. 8×6 periodic grid."""
+    rng = np.random.default_rng(0)
+    x, y = np.linspace(0, 1, 8, endpoint=False), np.linspace(0, 1, 6, endpoint=False)
+    u0 = 1.0 + rng.random((n, 8, 6))
+    u = u0[:, None] * np.exp(-LAM * TIME)[None, :, None, None]
+    data = {"u": u, "v": 2 * u}
+    variables = {"u": {"role": "state", "units": "m/s"}, "v": {"role": "state", "units": "m/s"}}
+    if forcing:
+        f = rng.normal(size=(n, 8, 6))
+        data = {"u": u0[:, None] + f[:, None] * TIME[None, :, None, None], "f": f}
+        variables = {"u": {"role": "state", "units": "m/s"}, "f": {"role": "forcing", "units": "m/s2"}}
+    if grow is not None:  # a static coefficient c that selects trajectories for the diverging model
+        data["c"] = np.broadcast_to(np.array(grow, float)[:, None, None], (n, 8, 6)).copy()
+        variables["c"] = {"role": "coefficient", "units": "1"}
+    path = write_store(tmp_path / name, data, variables, TIME, {"x": x, "y": y},
+                       {"pde": "decay", "boundary_conditions": {"x": "periodic", "y": "periodic"}})
+    return open_store(path)
+
+
+def _spec(store, predict_static=False, sampler="all2all"):
+    states = [v for v in store.variables if not store.is_static(v)]
+    static = [v for v in store.variables if store.is_static(v)]
+    return {"layout": "fields", "inputs": states + static, "outputs": states + (static if predict_static else []),
+            "in_channels": len(states + static), "out_channels": len(states) + (len(static) if predict_static else 0),
+            "stats": dict(store.stats), "roles": dict(store.roles), "steady": False, "sampler": sampler,
+            "time_span": SPAN}
+
+
+class Physical(nn.Module):
+    """Wraps a physical-units map ``f(fields [B, C_in, *S], dt) -> [B, C_out, *S]`` as a normalised model."""
+
+    def __init__(self, spec, fn):
+        super().__init__()
+        self.fn, self.spec = fn, spec
+        st = spec["stats"]
+        self.register_buffer("mi", torch.tensor([st[v]["mean"] for v in spec["inputs"]]).view(1, -1, 1, 1))
+        self.register_buffer("si", torch.tensor([st[v]["std"] for v in spec["inputs"]]).view(1, -1, 1, 1))
+        self.register_buffer("mo", torch.tensor([st[v]["mean"] for v in spec["outputs"]]).view(1, -1, 1, 1))
+        self.register_buffer("so", torch.tensor([st[v]["std"] for v in spec["outputs"]]).view(1, -1, 1, 1))
+        self.calls = 0
+
+    def forward(self, x, t):
+        self.calls += 1
+        phys = x.double() * self.si + self.mi
+        out = self.fn(phys, t.double() * SPAN, self)
+        return ((out - self.mo) / self.so).float()
+
+
+def _decay(eps):
+    """Exact decay times (1 + eps): AR composes the factor, direct applies it once."""
+    return lambda x, dt, m: x[:, :2] * (torch.exp(-LAM * dt) * (1 + eps)).view(-1, 1, 1, 1)
+
+
+def _engine(store, model, spec=None, **kw):
+    kw.setdefault("device", "cpu")
+    return RolloutEngine(model, spec or _spec(store), store, **kw)
+
+
+# ---- plan and lead times ---------------------------------------------------------------------------
+def test_plan_anchors_and_lead_times():
+    ar, direct, mixed = Plan(6, "ar"), Plan(6, "direct"), Plan(6, "mixed", jump=2)
+    assert [ar.anchor(s) for s in range(1, 7)] == [0, 1, 2, 3, 4, 5]
+    assert [direct.anchor(s) for s in range(1, 7)] == [0] * 6
+    assert [mixed.anchor(s) for s in range(1, 7)] == [0, 0, 2, 2, 4, 4]
+    np.testing.assert_allclose(lead_times(ar, TIME), np.diff(TIME) / SPAN)
+    np.testing.assert_allclose(lead_times(direct, TIME), (TIME[1:] - TIME[0]) / SPAN)
+    np.testing.assert_allclose(lead_times(mixed, TIME), (TIME[1:] - TIME[[0, 0, 2, 2, 4, 4]]) / SPAN)
+    # beyond the last snapshot time continues with the last spacing
+    np.testing.assert_allclose(lead_times(Plan(8, "direct"), TIME)[-2:], (np.array([2.5, 3.0]) - 0) / SPAN)
+    with pytest.raises(SciformerError, match="mode"):
+        Plan(3, "chained")
+
+
+# ---- AR vs direct vs mixed against the closed form ---------------------------------------------------
+@pytest.mark.parametrize("mode,jump", [("ar", 1), ("direct", 1), ("mixed", 2), ("mixed", 4)])
+def test_modes_match_closed_form(tmp_path, mode, jump):
+    store = _store(tmp_path)
+    eps = 0.05
+    model = Physical(_spec(store), _decay(eps))
+    eng = _engine(store, model, mode=mode, jump=jump)
+    res = eng.run([3, 4])
+    steps = len(TIME) - 1
+    assert res.pred.shape == (2, steps, 2, 8, 6) and res.truth.shape == res.pred.shape
+    k = {"ar": 1, "direct": steps, "mixed": jump}[mode]
+    applications = np.array([(s - 1) // k + 1 for s in range(1, steps + 1)])
+    expected = res.truth * (1 + eps) ** applications[None, :, None, None, None]
+    np.testing.assert_allclose(res.pred, expected, rtol=2e-5)
+    # the number of model calls is one per step (the batch of 2 runs together)
+    assert model.calls == steps
+    assert (res.blowup_step == 0).all()
+
+
+def test_exact_model_reproduces_truth_in_every_mode(tmp_path):
+    store = _store(tmp_path)
+    outs = {}
+    for mode in ("ar", "direct", "mixed"):
+        res = _engine(store, Physical(_spec(store), _decay(0.0)), mode=mode, jump=3).run([0, 1, 2])
+        np.testing.assert_allclose(res.pred, res.truth, rtol=1e-5)
+        outs[mode] = res.pred
+    np.testing.assert_allclose(res.initial[:, 0], np.stack([store.snapshot(i, 0)["u"] for i in (0, 1, 2)]), rtol=1e-6)
+
+
+def test_ar_with_stride_and_history(tmp_path):
+    """History model: u_next = u_now + (u_now − u_prev), exact for linear-in-time data; checks frame order."""
+    x = np.linspace(0, 1, 8, endpoint=False)
+    rng = np.random.default_rng(1)
+    a, b = rng.random((3, 8, 6)), rng.random((3, 8, 6))
+    time = np.arange(9.0)
+    u = a[:, None] + b[:, None] * time[None, :, None, None]
+    path = write_store(tmp_path / "lin.zarr", {"u": u}, {"u": {"role": "state"}}, time, {"x": x, "y": x[:6]})
+    store = open_store(path)
+    spec = _spec(store) | {"history": 2, "in_channels": 2}
+    st = spec["stats"]["u"]
+
+    def extrapolate(x, t):
+        prev, now = x[:, :1], x[:, 1:2]  # oldest first
+        return 2 * now - prev
+
+    eng = RolloutEngine(extrapolate, spec, store, mode="ar", stride=2, start=2, device="cpu")
+    res = eng.run([0, 1, 2])
+    assert res.pred.shape[1] == 3  # snapshots 4, 6, 8 from 2 (history: 0, 2)
+    np.testing.assert_allclose(res.pred, res.truth, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(res.truth[:, :, 0], u[:, [4, 6, 8]], rtol=1e-6)
+    assert st["std"] > 0
+    with pytest.raises(DataError, match="start"):
+        RolloutEngine(extrapolate, spec, store, stride=2, start=0, device="cpu")
+
+
+# ---- static fields --------------------------------------------------------------------------------
+@pytest.mark.parametrize("predict_static", [False, True])
+def test_static_fields_reinserted_from_data(tmp_path, predict_static):
+    """u_next = u + f·dt is exact; the model also returns a corrupted f (predict_static) that must be ignored."""
+    store = _store(tmp_path, forcing=True)
+    spec = _spec(store, predict_static=predict_static)
+
+    def step(x, dt, m):
+        u, f = x[:, :1], x[:, 1:2]
+        out = [u + f * dt.view(-1, 1, 1, 1)]
+        if predict_static:
+            out.append(f * 0 + 1e3)  # garbage static prediction
+        return torch.cat(out, 1)
+
+    res = _engine(store, Physical(spec, step), spec, mode="ar").run([0, 4])
+    np.testing.assert_allclose(res.pred, res.truth, rtol=1e-4, atol=1e-4)
+    assert res.variables == ["u"]
+
+
+# ---- blow-up guard --------------------------------------------------------------------------------
+def test_blowup_guard_stops_only_the_diverging_trajectory(tmp_path):
+    """u constant in time (λ=0 store variant); the model multiplies by 1.5 where c = 1: data range of u0 in
+    [lo, hi]; with factor f the trajectory stops at the first step with max|1.5^s·u0 − mid| > f·(hi − lo)/2."""
+    store = _store(tmp_path, grow=[0, 1, 0, 1, 0])
+    spec = _spec(store)
+
+    def model(x, dt, m):
+        c = x[:, 2:3]
+        return x[:, :2] * torch.exp(-LAM * dt).view(-1, 1, 1, 1) * torch.where(c > 0.5, 1.5, 1.0)
+
+    res = _engine(store, Physical(spec, model), spec, blowup_factor=2.0).run([0, 1, 2, 3])
+    truth = np.stack([store.trajectory(i)["u"] for i in range(4)])  # [4, T, X, Y]
+    for k in range(4):
+        if k in (0, 2):
+            assert res.blowup_step[k] == 0
+            np.testing.assert_allclose(res.pred[k], res.truth[k], rtol=1e-5)
+            continue
+        # expected stop: per variable (u and v = 2u), range over all truth of the trajectory
+        stop = 0
+        for s in range(1, len(TIME)):
+            for scale in (1.0, 2.0):
+                vals = scale * truth[k]
+                lo, hi = vals.min(), vals.max()
+                pred = scale * truth[k, s] * 1.5 ** s
+                if np.abs(pred - (lo + hi) / 2).max() > 2.0 * (hi - lo) / 2:
+                    stop = stop or s
+        assert stop > 1 and res.blowup_step[k] == stop
+        assert np.isnan(res.pred[k, stop - 1:]).all() and np.isfinite(res.pred[k, : stop - 1]).all()
+
+
+def test_blowup_guard_non_finite_and_model_sees_only_active_rows(tmp_path):
+    store = _store(tmp_path, grow=[0, 1, 0, 0, 0])
+    spec = _spec(store)
+    sizes = []
+
+    def model(x, dt, m):
+        sizes.append(x.shape[0])
+        out = x[:, :2] * torch.exp(-LAM * dt).view(-1, 1, 1, 1)
+        if m.calls == 3:  # the third step: NaN/inf in the trajectories with c = 1
+            bad = (x[:, 2:3] > 0.5).expand_as(out)
+            out = torch.where(bad, torch.full_like(out, float("inf")), out)
+        return out
+
+    res = _engine(store, Physical(spec, model), spec, blowup_factor=float("inf")).run([0, 1, 2])
+    assert res.blowup_step.tolist() == [0, 3, 0]
+    assert sizes == [3, 3, 3, 2, 2, 2]
+    np.testing.assert_allclose(res.pred[[0, 2]], res.truth[[0, 2]], rtol=1e-5)
+
+
+def test_blowup_guard_unit():
+    g = BlowupGuard.from_range(torch.tensor([[0.0, -1.0]]), torch.tensor([[2.0, 1.0]]), factor=3.0)
+    ok = torch.zeros(1, 2, 4)
+    assert not g(ok).item()
+    assert g(ok + torch.tensor([0.0, 3.5]).view(1, 2, 1)).item()  # |3.5 − 0| > 3·1
+    assert not g(ok + torch.tensor([3.9, 0.0]).view(1, 2, 1)).item()  # |3.9 − 1| ≤ 3·1
+    assert g(torch.full((1, 2, 4), float("nan"))).item()
+
+
+# ---- bad input --------------------------------------------------------------------------------------
+def test_variables_mismatch_points_to_finetune(tmp_path):
+    store = _store(tmp_path, forcing=True)
+    spec = _spec(_store(tmp_path, name="other.zarr"))  # trained on u, v
+    with pytest.raises(CheckpointError, match="sciformer finetune"):
+        RolloutEngine(lambda x, t: x, spec, store, device="cpu")
+
+
+def test_pad_missing_holds_absent_variables_at_zero(tmp_path):
+    store = _store(tmp_path)
+    spec = _spec(store)
+    spec = spec | {"inputs": ["rho", "u", "v"], "outputs": ["rho", "u", "v"], "roles": {**spec["roles"], "rho": "state"},
+                   "stats": {**spec["stats"], "rho": {"mean": 1.0, "std": 1.0}}}
+    seen = []
+
+    def model(x, t):
+        seen.append(x[:, 0].abs().max().item())
+        return x + 1.0  # would move rho if it were fed back
+
+    with pytest.raises(CheckpointError, match="pad_missing"):
+        RolloutEngine(model, spec, store, device="cpu")
+    res = RolloutEngine(model, spec, store, device="cpu", pad_missing=True, blowup_factor=float("inf")).run([0], steps=3)
+    assert seen == [0.0, 0.0, 0.0] and res.variables == ["u", "v"]
+
+
+def test_steady_store_and_more_steps_than_truth(tmp_path):
+    x = np.linspace(0, 1, 4)
+    steady = open_store(write_store(tmp_path / "st.zarr", {"a": np.ones((2, 4, 4)), "sol": np.ones((2, 4, 4))},
+                                    {"a": {"role": "coefficient"}, "sol": {"role": "solution"}}, None,
+                                    {"x": x, "y": x}))
+    with pytest.raises(DataError, match="no time axis"):
+        RolloutEngine(lambda x, t: x, {"inputs": ["a"], "outputs": ["sol"]}, steady, device="cpu")
+    store = _store(tmp_path)
+    res = _engine(store, Physical(_spec(store), _decay(0.0))).run([0], steps=9)
+    assert res.pred.shape[1] == 9 and res.truth.shape[1] == 6
+    np.testing.assert_allclose(res.pred[:, :6], res.truth, rtol=1e-5)
+    # beyond the truth the exact decay continues with the last spacing (dt = 0.5)
+    np.testing.assert_allclose(res.pred[:, 8], res.truth[:, 5] * np.exp(-LAM * 1.5), rtol=1e-5)
+
+
+def test_non_predicted_input_cannot_be_chained(tmp_path):
+    store = _store(tmp_path)
+    spec = _spec(store) | {"outputs": ["u"]}
+    eng = RolloutEngine(lambda x, t: x[:, :1], spec, store, mode="ar", device="cpu")
+    with pytest.raises(CheckpointError, match="direct"):
+        eng.run([0])
+    res = RolloutEngine(lambda x, t: x[:, :1], spec, store, mode="direct", device="cpu").run([0])
+    assert res.variables == ["u"]
+
+
+# ---- pushforward ------------------------------------------------------------------------------------
+def test_pushforward_composes_and_limits_gradient():
+    lin = nn.Conv2d(3, 2, 1, bias=False)  # inputs: u, v, static f; outputs: u, v
+    torch.nn.init.normal_(lin.weight)
+    calls = []
+
+    def model(x, t):
+        calls.append(t)
+        return lin(x) * (1 + t.view(-1, 1, 1, 1))
+
+    fb = feedback_pairs(["u", "v", "f"], ["u", "v"], {"f": "forcing"})
+    assert fb == [(0, 0), (1, 1)]
+    x = torch.randn(2, 3, 4, 4)
+    t = torch.tensor([0.4, 0.8])
+    out = pushforward(model, x, t, 3, fb, grad="all")
+    ref = x
+    for _ in range(3):
+        ref = torch.cat([model(ref, t / 3), x[:, 2:]], 1)
+    torch.testing.assert_close(out, ref[:, :2])
+    # grad="last": the gradient equals that of one application at the detached chained input
+    lin.weight.grad = None
+    pushforward(model, x, t, 3, fb, grad="last").sum().backward()
+    g_last = lin.weight.grad.clone()
+    with torch.no_grad():
+        xin = x
+        for _ in range(2):
+            xin = torch.cat([model(xin, t / 3), x[:, 2:]], 1)
+    lin.weight.grad = None
+    model(xin, t / 3).sum().backward()
+    torch.testing.assert_close(g_last, lin.weight.grad)
+    lin.weight.grad = None
+    pushforward(model, x, t, 3, fb, grad="all").sum().backward()
+    assert not torch.allclose(g_last, lin.weight.grad)
+    with pytest.raises(CheckpointError):
+        feedback_pairs(["u", "p"], ["u"])
+
+
+def test_roll_rejects_wrong_history():
+    with pytest.raises(SciformerError, match="history"):
+        roll(lambda x, t: x, torch.zeros(1, 2, 1, 4, 4), None, Plan(2), [0.1, 0.1], [0])
