@@ -50,9 +50,27 @@ def _batch(B: int, device, seed: int = 0):
     return types, pos, torch.zeros_like(pos), mask, int(n.sum())
 
 
+def _train_step(name, model, opt, precision, device, types, pos, frac, mask) -> None:
+    from sciformer.models.adit import flow
+
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        if name.startswith("adit-vae"):
+            out = model(types, pos, frac, mask)
+            loss = (torch.nn.functional.cross_entropy(out["atom_types"][mask].float(), types[mask])
+                    + ((out["pos"].float() - pos) ** 2).mean())
+        else:
+            x1 = torch.randn(*types.shape, model.config.latent_dim, device=device) * mask[..., None]
+            t = torch.rand(types.shape[0], device=device)
+            xt = flow.interpolate(flow.centred_noise(x1.shape, mask), x1, t)
+            pred = model(xt, t, mask, dataset_idx=torch.ones_like(t, dtype=torch.long)).float()
+            loss = flow.loss(pred, x1, t, mask)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 def throughput(args) -> None:
     from sciformer import models
-    from sciformer.models.adit import flow
 
     device = torch.device(args.device)
     rows = []
@@ -61,21 +79,8 @@ def throughput(args) -> None:
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         types, pos, frac, mask, atoms = _batch(args.batch, device)
         for precision in args.precisions.split(","):
-            ctx = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16" else (lambda: torch.autocast(device.type, enabled=False))
-
-            def step():
-                with ctx():
-                    if name.startswith("adit-vae"):
-                        out = model(types, pos, frac, mask)
-                        loss = torch.nn.functional.cross_entropy(out["atom_types"][mask].float(), types[mask]) + ((out["pos"].float() - pos) ** 2).mean()
-                    else:
-                        x1 = torch.randn(*types.shape, model.config.latent_dim, device=device) * mask[..., None]
-                        t = torch.rand(types.shape[0], device=device)
-                        xt = flow.interpolate(flow.centred_noise(x1.shape, mask), x1, t)
-                        loss = flow.loss(model(xt, t, mask, dataset_idx=torch.ones_like(t, dtype=torch.long)).float(), x1, t, mask)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+            def step(name=name, model=model, opt=opt, precision=precision, types=types, pos=pos, frac=frac, mask=mask):
+                _train_step(name, model, opt, precision, device, types, pos, frac, mask)
 
             for _ in range(args.warmup):
                 step()

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+
 from sciformer.cli import main
 
 

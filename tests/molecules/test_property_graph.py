@@ -52,7 +52,7 @@ def test_property_task_learns_and_reports_baseline():
 
     rng = np.random.default_rng(0)
     data = []
-    for k in range(32):
+    for _k in range(32):
         d = 0.9 + 0.6 * rng.random()  # target: the C–O distance
         pos = np.array([[0, 0, 0], [d, 0, 0], [-0.6, 0.9, 0], [-0.6, -0.9, 0], [2.4, 0.3, 0.1]])
         s = {**_molecule(pos), "properties": {"gap": d}}
