@@ -116,7 +116,7 @@ def reconstruction(args) -> None:
         start = int(round(0.9 * len(s)))  # the validation part (last 10 % by index)
         idx = list(range(start, min(len(s), start + args.n)))
         data = [to_pyg(s[i], 0 if s.domain == "crystal" else 1) for i in idx]
-        recon, truth = [], []
+        recon, truth, errs = [], [], []
         with torch.no_grad():
             for k in range(0, len(data), 128):
                 b = Batch.from_data_list(data[k:k + 128])
@@ -134,6 +134,9 @@ def reconstruction(args) -> None:
                         cell = params_to_cell((lat[:3] * n ** (1 / 3)).double().clamp_min(0.5), lat[3:].double().clamp(0.1, 3.04))
                         frac = dec["frac_coords"][i, :n].double() % 1
                         recon.append({"atomic_numbers": types[i, :n].numpy(), "cell": cell.numpy(), "frac_coords": frac.numpy()})
+                        true = d["lattice"][i]
+                        errs.append([float((lat[:3] - true[:3]).abs().mean() * n ** (1 / 3)),
+                                     float((lat[3:] - true[3:]).abs().mean() * 180 / np.pi)])
         if s.domain == "molecule":
             charges = [s[i].get("charge", 0) for i in idx]
             rmsd = float(np.sqrt(np.mean([((r["positions"] - t) ** 2).sum(-1).mean() for r, t in zip(recon, truth)])))
@@ -145,7 +148,8 @@ def reconstruction(args) -> None:
             ev = C.evaluate(recon)
             matches = [C.match(r, {"atomic_numbers": s[i]["atomic_numbers"], "positions": s[i]["positions"], "cell": s[i]["cell"]})
                        for r, i in zip(recon, idx)]
-            out[path] = {"n": len(idx), "recon_valid": ev["valid"], "match_rate": float(np.mean(matches))}
+            out[path] = {"n": len(idx), "recon_valid": ev["valid"], "match_rate": float(np.mean(matches)),
+                         "lengths_mae_A": float(np.mean([e[0] for e in errs])), "angles_mae_deg": float(np.mean([e[1] for e in errs]))}
         print(path, json.dumps(out[path]))
     _save("reconstruction", {"ae": args.ae, "results": out})
 
