@@ -37,7 +37,7 @@ import os
 import time as _time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -511,3 +511,337 @@ def pushforward(model: Callable, x: torch.Tensor, t: torch.Tensor | None, steps:
             y = model(x, sub)
             x = x.index_copy(1, idx_in, y.index_select(1, idx_out).to(x.dtype))
     return model(x, sub)
+
+
+# ---- loading a checkpoint with its data spec ------------------------------------------------------
+def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
+    """A model and its data spec from a Lightning ``.ckpt`` or an export/convert directory (no unpickling)."""
+    from sciformer import models
+    from sciformer.finetune import load_pretrained
+
+    p = load_pretrained(path)
+    cls = models.model_class(p.model_class)
+    names = {f.name for f in dataclasses.fields(cls.config_class)}
+    model = cls(cls.config_class(**{k: v for k, v in p.config.items() if k in names}))
+    missing, unexpected = model.load_state_dict(p.state, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: weights do not match {cls.__name__} (missing {missing[:4]}, unexpected "
+                              f"{unexpected[:4]}); a LoRA fine-tune must be exported (merged) with `sciformer export`")
+    return model.eval(), dict(p.data_spec or {})
+
+
+# ---- per-step metrics (physical units; definitions of DECISIONS) -----------------------------------
+VRMSE_EPS = 1e-7
+WELL_WINDOWS = ((1, 5), (6, 12), (13, 30))  # The Well reports rollout VRMSE averaged over step windows
+APEBENCH_STEPS = 100
+
+
+def step_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray]:
+    """VRMSE ``sqrt(mean((p−y)²)/(var(y)+1e-7))``, nRMSE ``sqrt(mean((p−y)²))/sqrt(mean(y²))`` (PDEBench, per
+    channel) and Pearson (mean-centred) correlation per (trajectory, step, variable) of [B, n, C, *S] arrays, in
+    float64 over the spatial axes; NaN where the prediction is NaN (after a blow-up)."""
+    p = np.asarray(pred, dtype=np.float64)
+    y = np.asarray(truth, dtype=np.float64)
+    axes = tuple(range(3, p.ndim))
+    err2 = ((p - y) ** 2).mean(axes)
+    var = y.var(axes)
+    pc, yc = p - p.mean(axes, keepdims=True), y - y.mean(axes, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = (pc * yc).mean(axes) / np.sqrt((pc ** 2).mean(axes) * (yc ** 2).mean(axes))
+        nrmse = np.sqrt(err2) / np.sqrt((y ** 2).mean(axes))
+    return {"vrmse": np.sqrt(err2 / (var + VRMSE_EPS)), "nrmse": nrmse, "correlation": corr}
+
+
+def energy_spectrum(f: np.ndarray, spatial_dims: int) -> tuple[np.ndarray, np.ndarray]:
+    """Isotropic spectrum ``E(k) = ½ Σ_{|κ| ∈ [k−½, k+½)} |f̂(κ)|²`` (integer grid wavenumbers, f̂ = FFT/N) of the
+    trailing ``spatial_dims`` axes, per leading index: returns ``k`` [K] and ``E`` [..., K], K = min(S)//2 + 1."""
+    f = np.asarray(f, dtype=np.float64)
+    shape = f.shape[-spatial_dims:]
+    axes = tuple(range(f.ndim - spatial_dims, f.ndim))
+    fh = np.fft.fftn(f, axes=axes) / np.prod(shape)
+    grids = np.meshgrid(*[np.fft.fftfreq(n, 1.0 / n) for n in shape], indexing="ij")
+    shell = np.rint(np.sqrt(sum(g ** 2 for g in grids))).astype(np.int64).ravel()
+    kmax = min(shape) // 2
+    power = 0.5 * np.abs(fh.reshape(*f.shape[:-spatial_dims], -1)) ** 2
+    ok = shell <= kmax
+    e = np.zeros((*f.shape[:-spatial_dims], kmax + 1))
+    for k in range(kmax + 1):
+        e[..., k] = power[..., ok & (shell == k)].sum(-1)
+    return np.arange(kmax + 1), e
+
+
+def _spectra(truth: np.ndarray, pred: np.ndarray):
+    """Spectra of truth and prediction [B, *S] summed over the finite trajectories: (k, E_true, E_pred, count)."""
+    ok = np.isfinite(pred.reshape(len(pred), -1)).all(-1)
+    k, et = energy_spectrum(truth[ok], truth.ndim - 1)
+    _, ep = energy_spectrum(pred[ok], pred.ndim - 1)
+    return k, et.sum(0), ep.sum(0), int(ok.sum())
+
+
+def _mean_spectrum(parts):
+    k = parts[0][0]
+    n = max(1, sum(p[3] for p in parts))
+    return k, sum(p[1] for p in parts) / n, sum(p[2] for p in parts) / n
+
+
+def _first_below(values: np.ndarray, threshold: float) -> int | None:
+    """1-based index of the first value below ``threshold`` (NaN counts as below), None if none."""
+    bad = ~(values >= threshold)
+    return int(np.argmax(bad)) + 1 if bad.any() else None
+
+
+def summarize(metrics: dict[str, np.ndarray], variables: Sequence[str], blowup_step: np.ndarray,
+              time: np.ndarray, threshold: float = 0.8) -> dict[str, Any]:
+    """Summary over trajectories of per-(trajectory, step, variable) metrics [B, n, C] (steps with truth).
+
+    Per-step values are means over the trajectories still running (``n_active``: a blown-up trajectory leaves
+    the mean at its blow-up step; its count is reported). Correlation time: the first step at which the mean
+    correlation (over variables and running trajectories) falls below ``threshold``. Valid-rollout length per
+    trajectory: the steps before its own mean correlation first falls below ``threshold`` or it blows up.
+    """
+    variables = list(variables)
+    b, n, _ = metrics["vrmse"].shape
+    active = np.isfinite(metrics["vrmse"]).all(-1)  # [B, n]
+    out: dict[str, Any] = {"n_active": active.sum(0).tolist()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices once every trajectory blew up
+        per_step = {m: {v: np.nanmean(metrics[m][:, :, c], 0) for c, v in enumerate(variables)} for m in metrics}
+        for m in metrics:
+            per_step[m]["mean"] = np.nanmean(metrics[m], (0, 2))
+        out["per_step"] = {m: {v: [None if not np.isfinite(x) else float(x) for x in a] for v, a in d.items()}
+                           for m, d in per_step.items()}
+        corr = per_step["correlation"]["mean"]
+        ct = _first_below(corr, threshold)
+        out["correlation_time"] = {
+            "threshold": threshold, "step": ct, "time": None if ct is None else float(time[ct - 1]),
+            "definition": f"first step at which the Pearson correlation, averaged over variables and running "
+                          f"trajectories, falls below {threshold}; null: not within the {n} scored steps"}
+        per_traj = np.nanmean(metrics["correlation"], -1)  # [B, n]
+        valid = []
+        for i in range(b):
+            first = _first_below(per_traj[i], threshold)
+            stop = int(blowup_step[i]) if blowup_step[i] else None
+            ends = [x for x in (first, stop) if x is not None]
+            valid.append(min(ends) - 1 if ends else n)
+        out["valid_rollout_length"] = {
+            "steps_per_trajectory": valid, "mean": float(np.mean(valid)), "median": float(np.median(valid)),
+            "min": int(np.min(valid)), "scored_steps": n,
+            "definition": f"steps before a trajectory's correlation (mean over variables) first falls below "
+                          f"{threshold} or it blows up; equals scored_steps when neither happens"}
+        windows = {}
+        for lo, hi in WELL_WINDOWS:
+            if lo > n:
+                continue
+            sel = slice(lo - 1, min(hi, n))
+            windows[f"{lo}:{hi}"] = {"steps_used": f"{lo}:{min(hi, n)}",
+                                     **{v: float(np.nanmean(per_step["vrmse"][v][sel])) for v in variables},
+                                     "mean": float(np.nanmean(per_step["vrmse"]["mean"][sel]))}
+        out["well_vrmse_windows"] = {"definition": "VRMSE averaged over the rollout steps of each window "
+                                                   "(inclusive, 1-based), as The Well reports", **windows}
+        m = min(n, APEBENCH_STEPS)
+        ape = np.nanmean(np.sum(metrics["nrmse"][:, :m], -1), 0)  # APEBench: channel-summed nRMSE
+        out["apebench_gmean_nrmse"] = {
+            "value": float(np.exp(np.mean(np.log(ape)))) if np.isfinite(ape).all() and (ape > 0).all() else None,
+            "steps": m, "definition": "geometric mean over steps 1..min(100, n) of the trajectory-mean nRMSE summed "
+                                      "over channels (APEBench's aggregate_gmean of mean_nRMSE)"}
+    return out
+
+
+# ---- `sciformer rollout` --------------------------------------------------------------------------
+def _split(n: int, split: str, splits: Sequence[float]) -> list[int]:
+    from sciformer.data.samplers import split_trajectories
+
+    if split == "all":
+        return list(range(n))
+    names = ("train", "val", "test")
+    if split not in names:
+        raise SciformerError(f"split must be one of {names} or 'all', not {split!r}")
+    return list(split_trajectories(n, tuple(splits))[names.index(split)])
+
+
+def _default_plot_steps(steps: int) -> list[int]:
+    return sorted({1, max(1, round(steps / 3)), max(1, round(2 * steps / 3)), steps})
+
+
+def _batch_dataset(tr: TrajectoryRollout, source, plan: Plan, metrics: dict[str, np.ndarray], time: np.ndarray):
+    """One batch of trajectories as an xarray Dataset (prediction, truth, initial condition, metrics)."""
+    import xarray as xr
+
+    axes = list(source.axes)
+    dims = ("trajectory", "step", *axes)
+    n_truth = tr.truth.shape[1]
+    data = {}
+    for c, v in enumerate(tr.variables):
+        units = source.units.get(v, "1") if hasattr(source, "units") else "1"
+        data[v] = (dims, tr.pred[:, :, c], {"units": units, "long_name": f"predicted {v}"})
+        true = np.full(tr.pred[:, :, c].shape, np.nan, np.float32)
+        true[:, :n_truth] = tr.truth[:, :, c]
+        data[f"{v}_true"] = (dims, true, {"units": units, "long_name": f"ground truth {v} (NaN: beyond the store)"})
+        data[f"{v}_initial"] = (("trajectory", *axes), tr.initial[:, c], {"units": units,
+                                                                          "long_name": f"initial condition of {v}"})
+    for name, values in metrics.items():
+        full = np.full((len(tr.trajectories), plan.steps, len(tr.variables)), np.nan)
+        full[:, :n_truth] = values
+        data[name] = (("trajectory", "step", "variable"), full, {"long_name": f"{name} per trajectory, step, variable "
+                                                                             "(de-normalised fields)"})
+    data["blowup_step"] = (("trajectory",), tr.blowup_step.astype(np.int64),
+                           {"long_name": "first step flagged by the blow-up guard (0: none)"})
+    coords = {"trajectory": np.array(tr.trajectories, np.int64), "step": np.arange(1, plan.steps + 1),
+              "time": ("step", time), "lead_time": ("step", tr.lead), "variable": np.array(tr.variables, dtype=object),
+              "has_truth": ("step", np.arange(1, plan.steps + 1) <= n_truth)}
+    coords.update({a: np.asarray(source.coords[a]) for a in axes})
+    return xr.Dataset(data, coords=coords)
+
+
+def rollout(*, ckpt: Path, data: Path, split: str = "test", steps: int | None = None, mode: str = "ar",
+            jump: int = 2, stride: int = 1, start: int = 0, history: int | None = None,
+            trajectories: int | None = None, batch_size: int = 16, device: str = "auto", bf16: bool = False,
+            compile: bool = False, blowup_factor: float = 10.0, correlation_threshold: float = 0.8,
+            plot_steps: list[int] | None = None, pad_missing: bool = False,
+            splits: tuple[float, float, float] = (0.8, 0.1, 0.1),
+            out: Path = Path("runs/rollout/rollout.zarr")) -> Path:
+    """Roll a trained operator model out over a store's trajectories; write predictions, metrics and plots.
+
+    Writes OUT (an xarray Dataset as zarr, atomically: predicted and true fields per trajectory and step, the
+    initial condition, VRMSE/nRMSE/Pearson correlation per trajectory, step and variable, the blow-up step),
+    and beside it summary.json and the plots error_growth.png, snapshots.png, spectra.png (use one directory
+    per rollout). Metrics are computed on de-normalised (physical) fields, only at steps with ground truth.
+
+    Args:
+        ckpt: a Lightning checkpoint (.ckpt) or an export directory (`sciformer export`); its data spec
+            (variables, normalisation statistics) must match the store's variables by name.
+        data: the store (zarr) or an external file (Poseidon NetCDF, The Well / PDEBench HDF5).
+        split: train | val | test | all (trajectory splits as in training, see --splits).
+        steps: rollout steps (default: as many as the store has ground truth; more is allowed: the steps
+            beyond the truth are predicted but not scored).
+        mode: ar (chain one-step predictions), direct (one jump from the initial condition to every step;
+            time-conditioned models), mixed (jumps of --jump steps).
+        jump: steps per jump in mixed mode.
+        stride: store snapshots per rollout step (the fixed lead time of ar mode).
+        start: snapshot of the initial condition.
+        history: past frames the model takes (default: the checkpoint's data spec, else 1).
+        trajectories: roll out only the first N trajectories of the split.
+        batch_size: trajectories rolled out together.
+        device: auto (CUDA, MPS, else CPU), cpu, cuda, cuda:1, ...
+        bf16: bfloat16 autocast for the model (the carried state stays float32).
+        compile: torch.compile the model.
+        blowup_factor: a trajectory stops when a prediction is non-finite or leaves its data range widened
+            this many times about its centre (inf: finiteness only).
+        correlation_threshold: correlation time = first step where the mean correlation falls below this.
+        plot_steps: steps shown in the snapshot and spectrum plots (default: first, 1/3, 2/3, last).
+        pad_missing: hold variables the model knows but the store lacks at their mean (mixture padding).
+        splits: train/val/test fractions of the trajectories (as the data module's).
+        out: output dataset (*.zarr).
+
+    Example:
+        sciformer rollout --ckpt runs/scot/last.ckpt --data data/ns-sines.zarr --split test --mode ar --out runs/rollout/ar/rollout.zarr
+        sciformer rollout --ckpt exports/scot-t --data data/ns-sines.zarr --mode direct --steps 40 --out runs/rollout/direct/rollout.zarr
+        sciformer rollout --ckpt exports/scot-t --data data/ns-sines.zarr --mode mixed --jump 4 --bf16 true --out runs/rollout/mixed/rollout.zarr
+    """
+    import zarr
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from sciformer import report
+    from sciformer.data.formats import open_source
+    from sciformer.io import atomic_path, write_json
+
+    out = Path(out)
+    summary_path = out.parent / "summary.json"
+    if summary_path.exists():
+        try:
+            other = json.loads(summary_path.read_text()).get("dataset")
+        except (OSError, json.JSONDecodeError):
+            other = None
+        if other not in (None, out.name):
+            raise SciformerError(f"{summary_path} belongs to another rollout ({other}); write each rollout to its "
+                                 "own directory")
+    model, spec = load_model(ckpt)
+    source = open_source(data)
+    engine = RolloutEngine(model, spec, source, mode=mode, jump=jump, stride=stride, history=history, start=start,
+                           blowup_factor=blowup_factor, device=device, bf16=bf16, compile=compile,
+                           pad_missing=pad_missing, where=str(ckpt))
+    plan = engine.plan(steps)
+    ids = _split(source.n_trajectories, split, splits)
+    if trajectories is not None:
+        ids = ids[: max(0, int(trajectories))]
+    if not ids:
+        raise DataError(f"{source.path}: the {split} split is empty ({source.n_trajectories} trajectories, "
+                        f"splits {list(splits)})")
+    n_truth = min(plan.steps, engine.available_steps())
+    notes = []
+    if plan.steps > n_truth:
+        notes.append(f"{plan.steps} steps requested but the store has ground truth for {n_truth}: steps "
+                     f"{n_truth + 1}..{plan.steps} are predicted, not scored")
+        print(f"sciformer rollout: note: {notes[-1]}")
+    time = np.array([snapshot_time(source.time, plan.snapshot(s)) for s in range(1, plan.steps + 1)])
+    shown = sorted({s for s in (plot_steps or _default_plot_steps(plan.steps)) if 1 <= s <= plan.steps})
+    variables = list(engine.layout.predicted)
+    all_metrics: dict[str, list[np.ndarray]] = {}
+    blowups: list[np.ndarray] = []
+    snaps: dict[str, dict[str, list]] = {"truth": {}, "pred": {}}
+    spec_acc: dict[str, dict[int, list]] = {v: {} for v in variables}
+    batches = [ids[i:i + batch_size] for i in range(0, len(ids), batch_size)]
+    t0 = _time.perf_counter()
+    with atomic_path(out, is_dir=True) as tmp, Progress(
+            TextColumn("rollout {task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+            transient=False) as bar:
+        task = bar.add_task(f"({mode}, {len(ids)} trajectories)", total=plan.steps * len(batches))
+        for b, traj in enumerate(batches):
+            tr = engine.run(traj, plan.steps, on_step=lambda s: bar.advance(task))
+            metrics = step_metrics(tr.pred[:, :n_truth], tr.truth) if n_truth else {}
+            for k, v in metrics.items():
+                all_metrics.setdefault(k, []).append(v)
+            blowups.append(tr.blowup_step)
+            ds = _batch_dataset(tr, source, plan, metrics, time)
+            if b == 0:
+                enc = {v: {"chunks": (1, 1, *source.spatial_shape)} for v in ds.data_vars
+                       if ds[v].dims[-len(source.axes):] == tuple(source.axes) and "step" in ds[v].dims}
+                ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=enc)
+                for c, v in enumerate(variables):  # the snapshot grid shows the split's first trajectory
+                    snaps["pred"][v] = [tr.pred[0, s - 1, c] for s in shown]
+                    snaps["truth"][v] = [tr.truth[0, s - 1, c] if s <= n_truth else np.full_like(tr.pred[0, 0, c],
+                                                                                               np.nan) for s in shown]
+            else:
+                ds.to_zarr(tmp, append_dim="trajectory", zarr_format=3, consolidated=False)
+            for c, v in enumerate(variables):
+                for s in shown:
+                    if s <= n_truth:
+                        spec_acc[v].setdefault(s, []).append(_spectra(tr.truth[:, s - 1, c], tr.pred[:, s - 1, c]))
+        wall = _time.perf_counter() - t0
+        blowup = np.concatenate(blowups)
+        metrics = {k: np.concatenate(v) for k, v in all_metrics.items()}
+        summary = summarize(metrics, variables, blowup, time[:n_truth], correlation_threshold) if n_truth else {}
+        attrs = {
+            "title": "sciformer rollout", "checkpoint": str(ckpt), "store": str(source.path), "split": split,
+            "mode": mode, "jump": plan.k, "stride": stride, "start": start, "history": plan.history,
+            "steps": plan.steps, "steps_with_truth": n_truth, "variables": variables,
+            "static_inputs": list(engine.layout.static), "padded_inputs": list(engine.layout.padded),
+            "lead_time_units": "fraction of the store's time span: (time[j] - time[i]) / (time[-1] - time[0])",
+            "metrics_on": "de-normalised (physical) fields; steps with ground truth only",
+            "blowup_rule": f"non-finite, or |prediction - mid| > {blowup_factor} x half of the trajectory's data "
+                           "range (per variable)",
+            "device": str(engine.device), "precision": "bf16 autocast" if bf16 else "float32",
+            "compiled": bool(compile), "wall_seconds": wall, "notes": notes,
+        }
+        zarr.open_group(str(tmp), mode="r+").attrs.update(json.loads(json.dumps(attrs, default=float)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            zarr.consolidate_metadata(str(tmp))
+    summary = {"dataset": out.name, **attrs, "trajectories": [int(i) for i in ids],
+               "blowups": {str(i): int(s) for i, s in zip(ids, blowup) if s}, **summary}
+    write_json(summary_path, summary)
+    title = f"{Path(str(ckpt)).name} on {Path(str(source.path)).name} ({split}, {mode})"
+    if n_truth:
+        per_step = {m: {v: np.nanmean(metrics[m][:, :, c], axis=0) if np.isfinite(metrics[m][:, :, c]).any()
+                        else np.full(n_truth, np.nan) for c, v in enumerate(variables)} for m in metrics}
+        report.plot_error_growth(per_step, out.parent / "error_growth.png",
+                                 thresholds={"correlation": correlation_threshold}, title=title)
+        spectra = {v: {s: _mean_spectrum(parts) for s, parts in spec_acc[v].items()} for v in variables}
+        if any(spectra.values()):
+            report.plot_spectra({v: sp for v, sp in spectra.items() if sp}, out.parent / "spectra.png", title=title)
+    report.plot_snapshots({v: np.stack(a) for v, a in snaps["truth"].items()},
+                          {v: np.stack(a) for v, a in snaps["pred"].items()}, shown, out.parent / "snapshots.png",
+                          title=f"{title}, trajectory {ids[0]}")
+    print(f"sciformer rollout: wrote {out} and {summary_path} ({len(ids)} trajectories × {plan.steps} steps, "
+          f"{wall:.1f} s)")
+    return out

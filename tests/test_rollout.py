@@ -4,16 +4,27 @@ static re-insertion, blow-up guard, bad input, the `sciformer rollout` command's
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 from torch import nn
 
+from sciformer import models
+from sciformer.cli import main
 from sciformer.data.store import open_store, write_store
 from sciformer.errors import CheckpointError, DataError, SciformerError
 from sciformer.rollout import (
-    BlowupGuard, Plan, RolloutEngine, feedback_pairs, lead_times, pushforward, roll,
+    BlowupGuard,
+    Plan,
+    RolloutEngine,
+    feedback_pairs,
+    lead_times,
+    pushforward,
+    roll,
+    summarize,
 )
 
 # non-uniform snapshot times: lead times must follow DECISIONS' (time[j] − time[i]) / span
@@ -319,3 +330,120 @@ def test_pushforward_composes_and_limits_gradient():
 def test_roll_rejects_wrong_history():
     with pytest.raises(SciformerError, match="history"):
         roll(lambda x, t: x, torch.zeros(1, 2, 1, 4, 4), None, Plan(2), [0.1, 0.1], [0])
+
+
+# ---- the `sciformer rollout` command ----------------------------------------------------------------
+@dataclass
+class OracleConfig:
+    """Exact decay times (1 + eps) per application, in normalised units (stats in the config)."""
+
+    in_channels: int = 2
+    out_channels: int = 2
+    eps: float = 0.0
+    means: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    stds: list[float] = field(default_factory=lambda: [1.0, 1.0])
+
+
+class DecayOracle(nn.Module):
+    config_class = OracleConfig
+
+    def __init__(self, config: OracleConfig):
+        super().__init__()
+        self.config = config
+        self.scale = nn.Parameter(torch.ones(()))  # something to save
+
+    def forward(self, x, t):
+        m = torch.tensor(self.config.means).view(1, -1, 1, 1)
+        s = torch.tensor(self.config.stds).view(1, -1, 1, 1)
+        phys = x.double() * s + m
+        out = phys * (torch.exp(-LAM * t.double() * SPAN) * (1 + self.config.eps)).view(-1, 1, 1, 1) * self.scale
+        return ((out - m) / s).float()
+
+
+models.register("rollout-oracle", DecayOracle)
+
+
+def _export(tmp_path, store, eps):
+    spec = _spec(store)
+    cfg = OracleConfig(eps=eps, means=[spec["stats"][v]["mean"] for v in spec["inputs"]],
+                       stds=[spec["stats"][v]["std"] for v in spec["inputs"]])
+    return models.save(DecayOracle(cfg), tmp_path / "export", extra={"data_spec": spec, "model_name": "rollout-oracle"})
+
+
+def test_command_writes_dataset_summary_and_plots(tmp_path):
+    store = _store(tmp_path, n=5)
+    eps = 0.1
+    ckpt = _export(tmp_path, store, eps)
+    out = tmp_path / "ar" / "rollout.zarr"
+    rc = main(["rollout", "--ckpt", str(ckpt), "--data", str(store.path), "--split", "all", "--steps", "8",
+               "--batch_size", "2", "--out", str(out)])
+    assert rc == 0
+    ds = xr.open_zarr(out, chunks=None)
+    n_truth, steps = len(TIME) - 1, 8
+    assert ds.sizes == {"trajectory": 5, "step": steps, "x": 8, "y": 6, "variable": 2}
+    assert ds.trajectory.values.tolist() == [0, 1, 2, 3, 4]  # three batches appended in order
+    assert ds.has_truth.values.tolist() == [True] * n_truth + [False] * 2
+    np.testing.assert_allclose(ds.time.values[:n_truth], TIME[1:])
+    assert ds.attrs["steps_with_truth"] == n_truth and "not scored" in ds.attrs["notes"][0]
+    assert ds.u.attrs["units"] == "m/s" and ds.u.dims == ("trajectory", "step", "x", "y")
+    truth = np.stack([store.trajectory(i)["u"][1:] for i in range(5)])
+    np.testing.assert_allclose(ds.u_true.values[:, :n_truth], truth, rtol=1e-6)
+    assert np.isnan(ds.u_true.values[:, n_truth:]).all()
+    factor = (1 + eps) ** np.arange(1, steps + 1)
+    np.testing.assert_allclose(ds.u.values[:, :n_truth], truth * factor[None, :n_truth, None, None], rtol=2e-5)
+    # hand-computed metrics: prediction = (1+eps)^s · truth, so nRMSE = (1+eps)^s − 1 and correlation = 1
+    e = factor[:n_truth] - 1
+    np.testing.assert_allclose(ds.nrmse.values[:, :n_truth], np.broadcast_to(e[None, :, None], (5, n_truth, 2)),
+                               rtol=1e-4)
+    y = np.stack([store.trajectory(i)["v"][1:] for i in range(5)]).astype(np.float64)
+    vr = e[None] * np.sqrt((y ** 2).mean((2, 3)) / (y.var((2, 3)) + 1e-7))
+    np.testing.assert_allclose(ds.vrmse.sel(variable="v").values[:, :n_truth], vr, rtol=1e-4)
+    np.testing.assert_allclose(ds.correlation.values[:, :n_truth], 1.0, atol=1e-6)
+    assert np.isnan(ds.nrmse.values[:, n_truth:]).all()
+    summary = json.loads((out.parent / "summary.json").read_text())
+    assert summary["dataset"] == "rollout.zarr" and summary["mode"] == "ar"
+    np.testing.assert_allclose(summary["per_step"]["nrmse"]["u"], e, rtol=1e-4)
+    assert summary["correlation_time"]["step"] is None and summary["correlation_time"]["threshold"] == 0.8
+    assert summary["valid_rollout_length"]["steps_per_trajectory"] == [n_truth] * 5
+    np.testing.assert_allclose(summary["apebench_gmean_nrmse"]["value"], np.exp(np.mean(np.log(2 * e))), rtol=1e-4)
+    np.testing.assert_allclose(summary["well_vrmse_windows"]["1:5"]["v"], vr.mean(0)[:5].mean(), rtol=1e-4)
+    assert summary["well_vrmse_windows"]["6:12"]["steps_used"] == "6:6"
+    for png in ("error_growth.png", "snapshots.png", "spectra.png"):
+        assert (out.parent / png).stat().st_size > 1000
+
+
+def test_command_direct_mode_and_bad_input(tmp_path, capsys):
+    store = _store(tmp_path, n=10)
+    ckpt = _export(tmp_path, store, 0.1)
+    out = tmp_path / "direct" / "rollout.zarr"
+    assert main(["rollout", "--ckpt", str(ckpt), "--data", str(store.path), "--mode", "direct", "--out", str(out)]) == 0
+    ds = xr.open_zarr(out, chunks=None)
+    assert ds.trajectory.values.tolist() == [9]  # the test split of 10 trajectories
+    np.testing.assert_allclose(ds.nrmse.values, 0.1, rtol=1e-4)  # one application per step
+    np.testing.assert_allclose(ds.lead_time.values, (TIME[1:] - TIME[0]) / SPAN)
+    # a store with other variables: a clear error that points to channel adaptation
+    other = _store(tmp_path, forcing=True, name="forced.zarr")
+    rc = main(["rollout", "--ckpt", str(ckpt), "--data", str(other.path), "--out", str(tmp_path / "x" / "r.zarr")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "sciformer finetune" in err and not (tmp_path / "x" / "r.zarr").exists()
+    # another rollout's summary in the same directory is not overwritten
+    rc = main(["rollout", "--ckpt", str(ckpt), "--data", str(store.path), "--out", str(tmp_path / "direct" / "b.zarr")])
+    assert rc == 1 and "another rollout" in capsys.readouterr().err
+
+
+def test_summarize_correlation_time_valid_length_and_blowups():
+    n, b = 6, 3
+    corr = np.ones((b, n, 2))
+    corr[0, 3:] = 0.5  # trajectory 0 decorrelates at step 4
+    corr[1, :, 0] = [0.95, 0.9, 0.85, 0.79, 0.7, 0.6]  # mean with variable 1 (= 1) stays above 0.8 until 0.7
+    metrics = {"vrmse": np.full((b, n, 2), 0.5), "nrmse": np.full((b, n, 2), 0.25), "correlation": corr}
+    metrics["vrmse"][2, 4:] = np.nan  # trajectory 2 blew up at step 5
+    metrics["nrmse"][2, 4:] = np.nan
+    metrics["correlation"][2, 4:] = np.nan
+    s = summarize(metrics, ["u", "v"], np.array([0, 0, 5]), np.arange(1.0, n + 1), threshold=0.8)
+    assert s["n_active"] == [3, 3, 3, 3, 2, 2]
+    assert s["valid_rollout_length"]["steps_per_trajectory"] == [3, 6, 4]
+    # mean correlation per step: step 4: (0.5 + (0.79+1)/2 + 1)/3 = 0.7983 < 0.8
+    assert s["correlation_time"]["step"] == 4 and s["correlation_time"]["time"] == 4.0
+    assert s["apebench_gmean_nrmse"]["value"] == pytest.approx(0.5)
+    assert s["well_vrmse_windows"]["1:5"]["mean"] == pytest.approx(0.5)
