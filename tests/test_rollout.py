@@ -20,6 +20,7 @@ from sciformer.rollout import (
     BlowupGuard,
     Plan,
     RolloutEngine,
+    energy_spectrum,
     feedback_pairs,
     lead_times,
     pushforward,
@@ -447,3 +448,16 @@ def test_summarize_correlation_time_valid_length_and_blowups():
     assert s["correlation_time"]["step"] == 4 and s["correlation_time"]["time"] == 4.0
     assert s["apebench_gmean_nrmse"]["value"] == pytest.approx(0.5)
     assert s["well_vrmse_windows"]["1:5"]["mean"] == pytest.approx(0.5)
+
+
+def test_energy_spectrum_single_mode_and_parseval():
+    n = 32
+    x = np.arange(n) / n
+    X, Y = np.meshgrid(x, x, indexing="ij")
+    f = np.sin(2 * np.pi * 3 * X) + 0.5 * np.cos(2 * np.pi * (4 * X + 3 * Y))  # |k| = 3 and 5
+    k, e = energy_spectrum(f[None], 2)
+    assert k.tolist() == list(range(17)) and e.shape == (1, 17)
+    expected = np.zeros(17)
+    expected[3], expected[5] = 0.25, 0.0625  # ½·mean(f_k²): ½·½ and ½·⅛
+    np.testing.assert_allclose(e[0], expected, atol=1e-12)
+    np.testing.assert_allclose(e.sum(), 0.5 * (f ** 2).mean())
