@@ -34,13 +34,14 @@ SPAN = TIME[-1] - TIME[0]
 LAM = 0.7  # decay rate of the synthetic store
 
 
-def _store(tmp_path, n=5, forcing=False, grow=None, name="s.zarr"):
-    """u(t) = u0·exp(−λt) (+ f·t with a static forcing f); v = 2u. 8×6 periodic grid."""
+def _store(tmp_path, n=5, forcing=False, grow=None, name="s.zarr", independent_v=False):
+    """u(t) = u0·exp(−λt) (+ f·t with a static forcing f); v = 2u (or its own initial field). 8×6 grid."""
     rng = np.random.default_rng(0)
     x, y = np.linspace(0, 1, 8, endpoint=False), np.linspace(0, 1, 6, endpoint=False)
     u0 = 1.0 + rng.random((n, 8, 6))
     u = u0[:, None] * np.exp(-LAM * TIME)[None, :, None, None]
-    data = {"u": u, "v": 2 * u}
+    v = (0.5 + rng.random((n, 8, 6)) ** 2)[:, None] * np.exp(-LAM * TIME)[None, :, None, None] if independent_v else 2 * u
+    data = {"u": u, "v": v}
     variables = {"u": {"role": "state", "units": "m/s"}, "v": {"role": "state", "units": "m/s"}}
     if forcing:
         f = rng.normal(size=(n, 8, 6))
@@ -461,3 +462,16 @@ def test_energy_spectrum_single_mode_and_parseval():
     expected[3], expected[5] = 0.25, 0.0625  # ½·mean(f_k²): ½·½ and ½·⅛
     np.testing.assert_allclose(e[0], expected, atol=1e-12)
     np.testing.assert_allclose(e.sum(), 0.5 * (f ** 2).mean())
+
+
+def test_outputs_are_fed_back_by_name_not_position(tmp_path):
+    store = _store(tmp_path, independent_v=True)
+    spec = _spec(store) | {"outputs": ["v", "u"]}  # the model predicts v first
+
+    def swapped(x, dt, m):
+        d = torch.exp(-LAM * dt).view(-1, 1, 1, 1)
+        return torch.cat([x[:, 1:2] * d, x[:, :1] * d], 1)
+
+    res = _engine(store, Physical(spec, swapped), spec).run([0, 1])
+    assert res.variables == ["u", "v"]
+    np.testing.assert_allclose(res.pred, res.truth, rtol=1e-5)
