@@ -475,3 +475,72 @@ def test_outputs_are_fed_back_by_name_not_position(tmp_path):
     res = _engine(store, Physical(spec, swapped), spec).run([0, 1])
     assert res.variables == ["u", "v"]
     np.testing.assert_allclose(res.pred, res.truth, rtol=1e-5)
+
+
+@dataclass
+class TinyConvConfig:
+    in_channels: int = 1
+    out_channels: int = 1
+    width: int = 8
+
+
+class TinyConv(nn.Module):
+    """A time-conditioned residual conv net (the lead time enters as an extra constant channel)."""
+
+    config_class = TinyConvConfig
+
+    def __init__(self, config: TinyConvConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        self.net = nn.Sequential(nn.Conv2d(c.in_channels + 1, c.width, 3, padding=1, padding_mode="circular"),
+                                 nn.GELU(), nn.Conv2d(c.width, c.out_channels, 3, padding=1, padding_mode="circular"))
+
+    def forward(self, x, t):
+        tt = (torch.ones(len(x), device=x.device) if t is None else t).view(-1, 1, 1, 1).expand(-1, 1, *x.shape[2:])
+        return x[:, : self.config.out_channels] + self.net(torch.cat([x, tt.to(x.dtype)], 1))
+
+
+models.register("rollout-tiny-conv", TinyConv)
+
+
+def test_lightning_checkpoint_and_export_of_a_trained_model(tmp_path):
+    """The product path: OperatorTask + FieldDataModule → .ckpt (data spec in its hyper-parameters) → rollout;
+    the same model through `sciformer export` gives the same predictions."""
+    import lightning as L
+
+    from sciformer.data.fields import FieldDataModule
+    from sciformer.tasks.operator import OperatorTask
+
+    store = _store(tmp_path, n=10, forcing=True)
+    dm = FieldDataModule([str(store.path)], batch_size=8)
+    task = OperatorTask(model="rollout-tiny-conv", data_spec=dm.spec, lr=1e-3)
+    trainer = L.Trainer(max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(task, datamodule=dm)
+    ckpt = tmp_path / "last.ckpt"
+    trainer.save_checkpoint(ckpt)
+    assert main(["export", str(ckpt), str(tmp_path / "exported")]) == 0
+    preds = {}
+    for name, path in (("ckpt", ckpt), ("export", tmp_path / "exported")):
+        for mode in ("ar", "direct"):
+            out = tmp_path / f"{name}-{mode}" / "rollout.zarr"
+            assert main(["rollout", "--ckpt", str(path), "--data", str(store.path), "--mode", mode, "--device", "cpu",
+                         "--out", str(out)]) == 0
+            ds = xr.open_zarr(out, chunks=None)
+            assert list(ds.variable.values) == ["u"] and "f" not in ds  # the forcing is an input only
+            assert ds.attrs["static_inputs"] == ["f"]
+            assert np.isfinite(ds.vrmse.values).all()
+            preds[name, mode] = ds.u.values
+    np.testing.assert_allclose(preds["ckpt", "ar"], preds["export", "ar"], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(preds["ckpt", "ar"], preds["ckpt", "direct"])
+
+
+def test_bf16_autocast_runs_close_to_float32(tmp_path):
+    store = _store(tmp_path)
+    torch.manual_seed(0)
+    model = TinyConv(TinyConvConfig(in_channels=2, out_channels=2))
+    f32 = _engine(store, model, blowup_factor=float("inf")).run([0, 1], steps=3)
+    b16 = _engine(store, model, blowup_factor=float("inf"), bf16=True).run([0, 1], steps=3)
+    assert b16.pred.dtype == np.float32 and not np.array_equal(f32.pred, b16.pred)
+    np.testing.assert_allclose(b16.pred, f32.pred, rtol=5e-2, atol=5e-2)
