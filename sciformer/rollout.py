@@ -770,6 +770,7 @@ def rollout(*, ckpt: Path, data: Path, split: str = "test", steps: int | None = 
     n_truth = min(plan.steps, engine.available_steps())
     notes = []
     if plan.steps > n_truth:
+        notes.append(f"snapshot times beyond the store's last ({source.time[-1]:g}) continue with its last spacing")
         notes.append(f"{plan.steps} steps requested but the store has ground truth for {n_truth}: steps "
                      f"{n_truth + 1}..{plan.steps} are predicted, not scored")
         print(f"sciformer rollout: note: {notes[-1]}")
@@ -789,6 +790,9 @@ def rollout(*, ckpt: Path, data: Path, split: str = "test", steps: int | None = 
         for b, traj in enumerate(batches):
             tr = engine.run(traj, plan.steps, on_step=lambda s: bar.advance(task))
             metrics = step_metrics(tr.pred[:, :n_truth], tr.truth) if n_truth else {}
+            if n_truth:  # the copy-the-input baseline (DECISIONS: reported beside every model)
+                base = step_metrics(np.broadcast_to(tr.initial[:, None], tr.truth.shape), tr.truth)
+                metrics |= {f"persistence_{k}": v for k, v in base.items()}
             for k, v in metrics.items():
                 all_metrics.setdefault(k, []).append(v)
             blowups.append(tr.blowup_step)
@@ -810,7 +814,14 @@ def rollout(*, ckpt: Path, data: Path, split: str = "test", steps: int | None = 
         wall = _time.perf_counter() - t0
         blowup = np.concatenate(blowups)
         metrics = {k: np.concatenate(v) for k, v in all_metrics.items()}
-        summary = summarize(metrics, variables, blowup, time[:n_truth], correlation_threshold) if n_truth else {}
+        summary = {}
+        if n_truth:
+            model_m = {k: v for k, v in metrics.items() if not k.startswith("persistence_")}
+            base_m = {k[len("persistence_"):]: v for k, v in metrics.items() if k.startswith("persistence_")}
+            summary = summarize(model_m, variables, blowup, time[:n_truth], correlation_threshold)
+            summary["baseline_persistence"] = {
+                "definition": "the initial condition copied to every step, scored like the model",
+                **summarize(base_m, variables, np.zeros_like(blowup), time[:n_truth], correlation_threshold)}
         attrs = {
             "title": "sciformer rollout", "checkpoint": str(ckpt), "store": str(source.path), "split": split,
             "mode": mode, "jump": plan.k, "stride": stride, "start": start, "history": plan.history,
@@ -832,8 +843,11 @@ def rollout(*, ckpt: Path, data: Path, split: str = "test", steps: int | None = 
     write_json(summary_path, summary)
     title = f"{Path(str(ckpt)).name} on {Path(str(source.path)).name} ({split}, {mode})"
     if n_truth:
-        per_step = {m: {v: np.nanmean(metrics[m][:, :, c], axis=0) if np.isfinite(metrics[m][:, :, c]).any()
-                        else np.full(n_truth, np.nan) for c, v in enumerate(variables)} for m in metrics}
+        per_step = {m: {v: np.array(summary["per_step"][m][v], dtype=float) for v in variables}
+                    for m in ("vrmse", "nrmse", "correlation")}
+        for m in per_step:
+            per_step[m]["persistence (mean)"] = np.array(summary["baseline_persistence"]["per_step"][m]["mean"],
+                                                         dtype=float)
         report.plot_error_growth(per_step, out.parent / "error_growth.png",
                                  thresholds={"correlation": correlation_threshold}, title=title)
         spectra = {v: {s: _mean_spectrum(parts) for s, parts in spec_acc[v].items()} for v in variables}

@@ -386,7 +386,7 @@ def test_command_writes_dataset_summary_and_plots(tmp_path):
     assert ds.trajectory.values.tolist() == [0, 1, 2, 3, 4]  # three batches appended in order
     assert ds.has_truth.values.tolist() == [True] * n_truth + [False] * 2
     np.testing.assert_allclose(ds.time.values[:n_truth], TIME[1:])
-    assert ds.attrs["steps_with_truth"] == n_truth and "not scored" in ds.attrs["notes"][0]
+    assert ds.attrs["steps_with_truth"] == n_truth and "not scored" in ds.attrs["notes"][1]
     assert ds.u.attrs["units"] == "m/s" and ds.u.dims == ("trajectory", "step", "x", "y")
     truth = np.stack([store.trajectory(i)["u"][1:] for i in range(5)])
     np.testing.assert_allclose(ds.u_true.values[:, :n_truth], truth, rtol=1e-6)
@@ -410,6 +410,10 @@ def test_command_writes_dataset_summary_and_plots(tmp_path):
     np.testing.assert_allclose(summary["apebench_gmean_nrmse"]["value"], np.exp(np.mean(np.log(2 * e))), rtol=1e-4)
     np.testing.assert_allclose(summary["well_vrmse_windows"]["1:5"]["v"], vr.mean(0)[:5].mean(), rtol=1e-4)
     assert summary["well_vrmse_windows"]["6:12"]["steps_used"] == "6:6"
+    # persistence baseline: u0 against u0·exp(−λt) at every step, so nRMSE = exp(λt) − 1
+    base = summary["baseline_persistence"]["per_step"]["nrmse"]["u"]
+    np.testing.assert_allclose(base, np.exp(LAM * (TIME[1:] - TIME[0])) - 1, rtol=1e-4)
+    assert "persistence_vrmse" in ds
     for png in ("error_growth.png", "snapshots.png", "spectra.png"):
         assert (out.parent / png).stat().st_size > 1000
 
