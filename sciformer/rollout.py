@@ -482,8 +482,8 @@ def feedback_pairs(inputs: Sequence[str], outputs: Sequence[str], roles: dict[st
 
 
 def pushforward(model: Callable, x: torch.Tensor, t: torch.Tensor | None, steps: int,
-                feedback: Sequence[tuple[int, int]], grad: str = "last", split_lead_time: bool = True
-                ) -> torch.Tensor:
+                feedback: Sequence[tuple[int, int]], grad: str = "last", split_lead_time: bool = True,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
     """Apply ``model`` ``steps`` times in a row from ``x`` [B, C_in, *S]; return the last prediction.
 
     Each application's prediction replaces the fed-back input channels (``feedback`` from
@@ -494,6 +494,8 @@ def pushforward(model: Callable, x: torch.Tensor, t: torch.Tensor | None, steps:
     applications run without gradient (the pushforward trick of Brandstetter et al. 2022: the model learns to
     correct its own input distribution at the cost of one forward+backward); ``grad="all"``: backpropagation
     through every application (unrolled training, ``steps``× the memory). ``steps=1`` is ``model(x, t)``.
+    ``mask`` [B, C_out] (the batch's output mask): channels a sample lacks (mixture padding) are fed back as 0,
+    the value the data loader gives them, instead of the model's prediction.
     """
     if steps < 1:
         raise ValueError(f"steps must be ≥ 1, got {steps}")
@@ -509,6 +511,8 @@ def pushforward(model: Callable, x: torch.Tensor, t: torch.Tensor | None, steps:
     with torch.set_grad_enabled(torch.is_grad_enabled() and grad == "all"):
         for _ in range(steps - 1):
             y = model(x, sub)
+            if mask is not None:
+                y = y * mask.to(y.dtype).view(*mask.shape, *([1] * (y.ndim - 2)))
             x = x.index_copy(1, idx_in, y.index_select(1, idx_out).to(x.dtype))
     return model(x, sub)
 

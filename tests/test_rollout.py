@@ -327,6 +327,18 @@ def test_pushforward_composes_and_limits_gradient():
     assert not torch.allclose(g_last, lin.weight.grad)
     with pytest.raises(CheckpointError):
         feedback_pairs(["u", "p"], ["u"])
+    # a padded output channel (mask 0) is fed back as 0, not as the model's prediction
+    seen = []
+
+    def spy(x, t):
+        seen.append(x[:, 1].abs().amax().item())
+        return lin(x) + 1.0
+
+    xz = x.clone()
+    xz[:, 1] = 0.0
+    with torch.no_grad():
+        pushforward(spy, xz, t, 3, fb, mask=torch.tensor([[1.0, 0.0], [1.0, 0.0]]))
+    assert seen == [0.0, 0.0, 0.0]
 
 
 def test_roll_rejects_wrong_history():
