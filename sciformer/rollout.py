@@ -172,6 +172,15 @@ class Layout:
         return self.history * len(self.states) + len(self.static)
 
     @property
+    def input_perm(self) -> list[int] | None:
+        """Channel order of the model's input as indices into ``[states…, static…]`` when the spec lists its
+        inputs in another order (one frame only); None when it is already that order."""
+        if self.history != 1:
+            return None
+        perm = [(self.states + self.static).index(v) for v in self.inputs]
+        return None if perm == list(range(len(perm))) else perm
+
+    @property
     def predicted(self) -> list[str]:
         """State variables that are predicted and present in the store (written and scored)."""
         return [v for v, o in zip(self.states, self.out_index) if o is not None and v not in self.padded]
@@ -236,14 +245,15 @@ def assemble(frames: torch.Tensor, static: torch.Tensor | None) -> torch.Tensor:
 def roll(model: Callable, history: torch.Tensor, static: torch.Tensor | None, plan: Plan,
          lead: Sequence[float] | np.ndarray, out_index: Sequence[int | None], guard: BlowupGuard | None = None,
          padded: Sequence[int] = (), autocast_dtype: torch.dtype | None = None,
-         on_step: Callable[[int], None] | None = None) -> BatchRollout:
+         on_step: Callable[[int], None] | None = None, input_perm: Sequence[int] | None = None) -> BatchRollout:
     """Roll ``model`` out for ``plan.steps`` steps from ``history`` [B, H, C_s, *S] (normalised; the last frame
     is the initial condition at step 0, earlier frames the H−1 snapshots before it, ``plan.stride`` apart).
 
     ``static`` [B, C_static, *S] is re-inserted at every step; ``out_index[c]`` maps state channel ``c`` to
     the model's output channel (None: keep the input's value, allowed only for channels in ``padded``, which
     are reset to 0 each step). ``lead[s-1]`` is step s's lead time (None entries / empty: steady, t=None).
-    Stopped trajectories are dropped from the batch; their remaining steps are NaN.
+    Stopped trajectories are dropped from the batch; their remaining steps are NaN. ``input_perm`` reorders
+    the assembled ``[frames…, static…]`` channels into the model's input order.
     """
     b, h, c = history.shape[:3]
     spatial = history.shape[3:]
@@ -269,6 +279,7 @@ def roll(model: Callable, history: torch.Tensor, static: torch.Tensor | None, pl
     keep = [i for i, o in enumerate(out_ch) if o is not None]
     keep_out = [out_ch[i] for i in keep]
     pad_idx = [int(i) for i in padded]
+    perm = None if input_perm is None else torch.as_tensor(list(input_perm), dtype=torch.long, device=device)
     ctx = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
            else contextlib.nullcontext())
     for s in range(1, plan.steps + 1):
@@ -281,6 +292,8 @@ def roll(model: Callable, history: torch.Tensor, static: torch.Tensor | None, pl
         if pad_idx:
             frames[:, :, pad_idx] = 0.0
         x = assemble(frames, None if static is None else static[active])
+        if perm is not None:
+            x = x.index_select(1, perm)
         t = None if lead[s - 1] is None else torch.full((len(active),), float(lead[s - 1]), device=device)
         with ctx:
             y = model(x, t)
@@ -448,7 +461,7 @@ class RolloutEngine:
         with torch.inference_mode():
             res = roll(self.model, torch.from_numpy(hist).to(dev), torch.from_numpy(static).to(dev), plan, lead,
                        lay.out_index, guard, [lay.states.index(v) for v in lay.padded if v in lay.states],
-                       torch.bfloat16 if self.bf16 else None, on_step)
+                       torch.bfloat16 if self.bf16 else None, on_step, lay.input_perm)
         keep = [lay.states.index(v) for v in lay.predicted]
         m, s = lay.mean_std(lay.predicted)
         shape = (1, 1, len(keep)) + (1,) * (hist.ndim - 3)

@@ -560,3 +560,15 @@ def test_bf16_autocast_runs_close_to_float32(tmp_path):
     b16 = _engine(store, model, blowup_factor=float("inf"), bf16=True).run([0, 1], steps=3)
     assert b16.pred.dtype == np.float32 and not np.array_equal(f32.pred, b16.pred)
     np.testing.assert_allclose(b16.pred, f32.pred, rtol=5e-2, atol=5e-2)
+
+
+def test_inputs_listed_static_first_are_laid_out_as_the_spec_says(tmp_path):
+    store = _store(tmp_path, forcing=True)
+    spec = _spec(store) | {"inputs": ["f", "u"]}  # a spec (e.g. a converted one) with the static field first
+
+    def step(x, dt, m):
+        f, u = x[:, :1], x[:, 1:2]
+        return u + f * dt.view(-1, 1, 1, 1)
+
+    res = _engine(store, Physical(spec, step), spec).run([0, 3])
+    np.testing.assert_allclose(res.pred, res.truth, rtol=1e-4, atol=1e-4)
