@@ -64,10 +64,11 @@ def perceive(atomic_numbers, positions, charge: int = 0):
             return None
     except Exception:
         return None
-    for mode in ("neutral", "charged", "hueckel"):
+    # the extended-Hückel route only for declared charged molecules (where it rescues some); it is slow and noisy
+    for mode in ("neutral", "charged", "hueckel") if charge else ("neutral", "charged"):
         try:
             m = Chem.Mol(mol)
-            if mode == "hueckel":  # the extended-Hückel route rescues some charged molecules
+            if mode == "hueckel":
                 rdDetermineBonds.DetermineBonds(m, charge=int(charge), useHueckel=True)
             else:
                 rdDetermineBonds.DetermineBondOrders(m, charge=int(charge), allowChargedFragments=mode == "charged")
