@@ -327,6 +327,7 @@ class TrajectoryRollout:
     initial: np.ndarray
     blowup_step: np.ndarray
     lead: np.ndarray
+    seconds: float = 0.0  # wall time of the rollout loop alone (no reading, no de-normalising)
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -458,17 +459,23 @@ class RolloutEngine:
         guard = BlowupGuard.from_range(torch.as_tensor(lo_n, dtype=torch.float32, device=dev),
                                        torch.as_tensor(hi_n, dtype=torch.float32, device=dev), self.blowup_factor)
         lead = lead_times(plan, self.source.time)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        t0 = _time.perf_counter()
         with torch.inference_mode():
             res = roll(self.model, torch.from_numpy(hist).to(dev), torch.from_numpy(static).to(dev), plan, lead,
                        lay.out_index, guard, [lay.states.index(v) for v in lay.padded if v in lay.states],
                        torch.bfloat16 if self.bf16 else None, on_step, lay.input_perm)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        seconds = _time.perf_counter() - t0
         keep = [lay.states.index(v) for v in lay.predicted]
         m, s = lay.mean_std(lay.predicted)
         shape = (1, 1, len(keep)) + (1,) * (hist.ndim - 3)
         pred = res.pred[:, :, keep].cpu().numpy().astype(np.float64) * s.reshape(shape) + m.reshape(shape)
         init = hist[:, -1, keep].astype(np.float64) * s.reshape(shape[1:]) + m.reshape(shape[1:])
         return TrajectoryRollout(list(map(int, trajectories)), list(lay.predicted), pred.astype(np.float32), truth,
-                                 init.astype(np.float32), res.blowup_step.cpu().numpy(), lead)
+                                 init.astype(np.float32), res.blowup_step.cpu().numpy(), lead, seconds)
 
 
 # ---- training helper: pushforward / unrolled steps (issue 6, item 4) -------------------------------
