@@ -190,10 +190,10 @@ def main() -> None:
              "nRMSE vs finest": v.get("nrmse_vs_finest", 0.0 if r == args.resolution else None)}
             for r, v in solver.items()]
     rows += [{"what": f"{args.model} {label} ({device.type}, batch {len(ids)})", "wall s": v["wall_s"],
-              "traj-steps/s": v["trajectory_steps_per_s"],
+              "wall s with reading": v["with_reading_s"], "traj-steps/s": v["trajectory_steps_per_s"],
               "speedup vs solver": v["speedup_vs_solver_same_resolution"]} for label, v in surrogate.items()]
-    table = markdown_table(rows, ["what", "wall s", "traj-steps/s", "speedup vs solver", "nRMSE vs finest"],
-                           floatfmt=".3g")
+    table = markdown_table(rows, ["what", "wall s", "wall s with reading", "traj-steps/s", "speedup vs solver",
+                                  "nRMSE vs finest"], floatfmt=".3g")
     result["table"] = table
     print(f"\n{args.trajectories} trajectories × {steps} steps at {args.resolution}² (noisy: {result['uptime_before']})")
     print(table)
