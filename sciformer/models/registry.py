@@ -15,8 +15,12 @@ from torch import nn
 from sciformer.errors import SciformerError
 
 # Modules that register sizes when imported. Imported on first use so `import sciformer` stays light.
-FAMILY_MODULES: list[str] = []
-FAMILY_MODULES += ["sciformer.models.adit", "sciformer.models.graph"]
+# One line per model family; each module registers its named sizes on import.
+FAMILY_MODULES: list[str] = [
+    "sciformer.models.factformer",
+    "sciformer.models.adit",
+    "sciformer.models.graph",
+]
 
 _SIZES: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {}
 _CLASSES: dict[str, type[nn.Module]] = {}

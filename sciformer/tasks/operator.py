@@ -62,9 +62,10 @@ class OperatorTask(BaseTask):
         (other arguments: see BaseTask)
     """
 
-    # Parameter-name patterns of the channel-dependent and the time-conditioning parameters.
+    # Parameter-name patterns of the channel-dependent parameters and of the norms (Poseidon gives every
+    # ConditionalLayerNorm parameter outside the embedding the time-embedding LR).
     EMBEDDING_RECOVERY = r"^(embeddings|patch_recovery)\."
-    TIME_EMBEDDING = r"\.(weight_t|bias_t)$|time_embed"
+    TIME_EMBEDDING = r"norm[^.]*\.(weight|bias)(_t)?$"
 
     def __init__(
         self,
