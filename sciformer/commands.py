@@ -49,6 +49,7 @@ def info() -> None:
 
 
 def finetune(
+    *,
     ckpt: Path,
     data: Path,
     samples: str = "8,32",
@@ -72,8 +73,8 @@ def finetune(
     OUT/report.md (errors, accuracy gain AG and efficiency gain EG) and OUT/error_vs_samples.png.
 
     Example:
-        sciformer finetune runs/pretrain/last.ckpt data/wave.zarr --samples 8,32,128 --baseline scratch --out runs/ft-wave
-        sciformer finetune exports/scot-t data/ac.zarr --samples 4,16 --seeds 0,1,2 --mode lora
+        sciformer finetune --ckpt runs/pretrain/last.ckpt --data data/wave.zarr --samples 8,32,128 --baseline scratch --out runs/ft-wave
+        sciformer finetune --ckpt exports/scot-t --data data/ac.zarr --samples 4,16 --seeds 0,1,2 --mode lora
 
     Args:
         ckpt: pretrained Lightning checkpoint or export/convert directory.

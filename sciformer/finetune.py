@@ -223,6 +223,7 @@ def run_cell(ckpt: Path, data: Path, n: int, kind: str, seed: int, cfg: SweepCon
     from lightning.pytorch.loggers import CSVLogger
 
     from sciformer.data.fields import FieldDataModule
+    from sciformer.io import atomic_path
     from sciformer.tasks.operator import OperatorTask
 
     L.seed_everything(seed, verbose=False)
@@ -247,6 +248,8 @@ def run_cell(ckpt: Path, data: Path, n: int, kind: str, seed: int, cfg: SweepCon
                         gradient_clip_val=5.0, deterministic=False)
     trainer.fit(task, datamodule=dm)
     metrics = trainer.test(task, datamodule=dm, verbose=False)[0]
+    with atomic_path(workdir / _cell_key(n, kind, seed) / "model.ckpt") as tmp:  # for rollout / export
+        trainer.save_checkpoint(tmp)
     return {k: float(v) for k, v in metrics.items()}
 
 
@@ -296,7 +299,7 @@ def write_report(out: Path, summary: dict, cfg: SweepConfig, meta: dict) -> None
              f"seeds {cfg.seeds}, mode {cfg.mode}.", "",
              f"Error: {METRIC} — median over test samples of the relative L1 error in percent on normalised fields "
              "(Poseidon's convention), mean over channel groups; mean ± std over seeds.", "",
-             "| samples | " + " | ".join(table) + " | " + " | ".join(f"AG vs {b}" for b in summary["gains"]) + " |",
+             "| " + " | ".join(["samples", *table, *(f"AG vs {b}" for b in summary["gains"])]) + " |",
              "|---" * (1 + len(table) + len(summary["gains"])) + "|"]
     for n in cfg.samples:
         row = [str(n)]
@@ -335,6 +338,10 @@ def sweep(ckpt: Path, data: Path, cfg: SweepConfig, out: Path) -> dict:
     from sciformer.errors import SciformerError
     from sciformer.io import write_json
 
+    from sciformer.data.store import open_store
+
+    load_pretrained(ckpt)  # a wrong checkpoint or store path fails here, once, not in every cell
+    open_store(data)
     out.mkdir(parents=True, exist_ok=True)
     results_file = out / "results.json"
     state = json.loads(results_file.read_text()) if results_file.is_file() else {}
