@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("sciformer.data.commands:main", "build|convert|info data stores: sciformer data build ns-sines --out d.zarr"),
     "export": ("sciformer.commands:export", "checkpoint -> safetensors + config.json: sciformer export last.ckpt out/"),
     "sample": ("sciformer.tasks.generative:sample", "generate molecules/crystals with ADiT: sciformer sample --ckpt last.ckpt --n 1000 --kind molecule --out samples/"),
+    "quickstart": ("sciformer.quickstart:quickstart", "the end-to-end demo: build data, pretrain, fine-tune vs scratch, roll out, report: sciformer quickstart"),
     "finetune": ("sciformer.commands:finetune", "fine-tune a pretrained model for several sample counts vs baselines, report AG/EG: sciformer finetune --ckpt pre.ckpt --data wave.zarr --samples 8,32 --out runs/ft"),
     "rollout": ("sciformer.rollout:rollout", "roll a model out over a store (ar|direct|mixed), write zarr + summary + plots: sciformer rollout --ckpt last.ckpt --data d.zarr --mode ar --out runs/rollout/ar/rollout.zarr"),
     "info": ("sciformer.commands:info", "versions, devices, registered models and data sets: sciformer info"),

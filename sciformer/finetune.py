@@ -335,10 +335,9 @@ def sweep(ckpt: Path, data: Path, cfg: SweepConfig, out: Path) -> dict:
 
     from rich.progress import Progress
 
+    from sciformer.data.store import open_store
     from sciformer.errors import SciformerError
     from sciformer.io import write_json
-
-    from sciformer.data.store import open_store
 
     load_pretrained(ckpt)  # a wrong checkpoint or store path fails here, once, not in every cell
     open_store(data)

@@ -7,33 +7,14 @@ import json
 import lightning as L
 import numpy as np
 import pytest
+from heat import heat_store
 
 from sciformer import finetune
 from sciformer.data.fields import FieldDataModule
-from sciformer.data.store import write_store
 from sciformer.finetune import SweepConfig, sweep
 from sciformer.tasks.operator import OperatorTask
 
 TINY = {"dim": 16, "depth": 1, "heads": 2, "dim_head": 8, "residual": True}
-
-
-def heat_store(path, variables, n, seed, nu=0.02):
-    """Periodic heat-equation solutions: Fourier modes decaying as exp(−4π²ν|k|²t); one array per variable."""
-    rng = np.random.default_rng(seed)
-    x = np.linspace(0, 1, 16, endpoint=False)
-    time = np.linspace(0, 1, 5)
-    X, Y = np.meshgrid(x, x, indexing="ij")
-    data = {}
-    for name in variables:
-        fields = np.zeros((n, len(time), 16, 16))
-        for kx, ky in [(1, 0), (0, 1), (1, 1), (2, 1)]:
-            a = rng.normal(size=(n, 1, 1, 1))
-            decay = np.exp(-4 * np.pi**2 * nu * (kx**2 + ky**2) * time)[None, :, None, None]
-            fields += a * decay * np.sin(2 * np.pi * (kx * X + ky * Y))[None, None]
-        data[name] = fields
-    meta = {v: {"role": "state", "units": "1"} for v in variables}
-    return write_store(path, data, meta, time, {"x": x, "y": x},
-                       {"pde": "heat", "boundary_conditions": {"x": "periodic", "y": "periodic"}})
 
 
 @pytest.fixture(scope="module")
