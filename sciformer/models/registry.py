@@ -20,6 +20,8 @@ FAMILY_MODULES: list[str] = [
     "sciformer.models.factformer",
     "sciformer.models.adit",
     "sciformer.models.graph",
+    "sciformer.models.itransformer",
+    "sciformer.models.scot",
 ]
 
 _SIZES: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {}

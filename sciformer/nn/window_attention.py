@@ -1,0 +1,216 @@
+"""SwinV2 window attention on 2-D token grids of any shape (scOT's attention).
+
+Scaled-cosine attention inside (shifted) windows with a continuous relative position bias
+(Liu et al., "Swin Transformer V2", arXiv 2111.09883; as in Hugging Face's ``Swinv2SelfAttention``):
+
+    scores = cos(q_i, k_j) · exp(min(logit_scale, log 100)) + 16·σ(MLP(ĉ(i − j))) + mask_ij
+    ĉ(Δ) = sign(c) · log2(1 + |c|) / 3,   c = 8 · Δ / (window − 1)   (per axis; Δ = 0 when window = 1)
+
+The MLP is ``Linear(2, 512) → ReLU → Linear(512, heads, bias=False)``. Everything is computed by one call to
+``F.scaled_dot_product_attention``: the logit scale is folded into the normalised queries and the position
+bias plus the masks into one additive mask (``cosine_window_attention``, the boundary that fused kernels in
+``sciformer.kernels`` may replace).
+
+Grids that do not fit the window (DECISIONS "scOT on other grids"): per axis the window is
+``min(window, tokens)``; tokens are zero-padded at the end to a multiple of the window, padded tokens are
+masked out as keys and cropped after attention; a block shifts (by window // 2, cyclically, as SwinV2) only
+along axes with more tokens than the window. Masks and relative-coordinate tables depend only on the grid
+geometry and are cached per (grid, window, shift, device).
+
+Shapes are channels-last: ``x [B, H, W, C] -> [B, H, W, C]``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sciformer.nn.conditional_norm import TimeConditionedLayerNorm
+
+# HF's Swinv2SelfAttention adds its −100 shift mask twice, so upstream scOT effectively uses −200; we match it.
+SHIFT_MASK = -200.0
+# Padded keys: large enough that exp() underflows to exactly 0 in float32/bfloat16, finite so that a query
+# whose window holds no real key (a padded query, cropped afterwards) gives no NaN in the backward pass.
+PAD_MASK = -1.0e4
+LOGIT_SCALE_MAX = math.log(100.0)
+
+
+# ---- geometry (cached; no parameters) ------------------------------------------------------------------
+def window_geometry(h: int, w: int, window: int, shifted: bool) -> tuple[int, int, int, int]:
+    """Per-axis window (min(window, tokens)) and shift (window // 2 if shifted and the axis exceeds it)."""
+    wh, ww = min(window, h), min(window, w)
+    sh = wh // 2 if shifted and h > wh else 0
+    sw = ww // 2 if shifted and w > ww else 0
+    return wh, ww, sh, sw
+
+
+@functools.lru_cache(maxsize=64)
+def relative_coordinates(wh: int, ww: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-spaced relative coordinates ``[(2wh−1)(2ww−1), 2]`` and each (query, key) pair's row ``[N·N]``."""
+    axes = []
+    for n in (wh, ww):
+        d = torch.arange(-(n - 1), n, dtype=torch.float64)
+        axes.append(d * (8.0 / (n - 1)) if n > 1 else d)
+    c = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 2)
+    table = torch.sign(c) * torch.log2(c.abs() + 1.0) / 3.0
+    ii, jj = torch.meshgrid(torch.arange(wh), torch.arange(ww), indexing="ij")
+    pos = torch.stack((ii.flatten(), jj.flatten()), -1)  # [N, 2]
+    rel = pos[:, None, :] - pos[None, :, :] + torch.tensor([wh - 1, ww - 1])  # [N, N, 2], non-negative
+    index = (rel[..., 0] * (2 * ww - 1) + rel[..., 1]).flatten()
+    return table.to(device=device, dtype=torch.float32), index.to(device)
+
+
+def _region_ids(n_pad: int, win: int, shift: int) -> torch.Tensor:
+    """SwinV2's shift regions along one axis of the rolled grid: [0, n−win), [n−win, n−shift), [n−shift, n)."""
+    ids = torch.zeros(n_pad, dtype=torch.int64)
+    if shift > 0:
+        ids[n_pad - win:n_pad - shift] = 1
+        ids[n_pad - shift:] = 2
+    return ids
+
+
+@functools.lru_cache(maxsize=64)
+def attention_mask(h: int, w: int, wh: int, ww: int, sh: int, sw: int,
+                   device: torch.device) -> torch.Tensor | None:
+    """Additive mask ``[nW, N, N]`` for the shifted-window regions and padded keys, or None if neither applies."""
+    hp, wp = -(-h // wh) * wh, -(-w // ww) * ww
+    if not (sh or sw or hp > h or wp > w):
+        return None
+    valid = torch.zeros(hp, wp, dtype=torch.bool)
+    valid[:h, :w] = True
+    region = _region_ids(hp, wh, sh)[:, None] * 3 + _region_ids(wp, ww, sw)[None, :]
+    valid = torch.roll(valid, shifts=(-sh, -sw), dims=(0, 1))  # the rolled grid's region ids are fixed
+    region_w = region.view(hp // wh, wh, wp // ww, ww).transpose(1, 2).reshape(-1, wh * ww)  # [nW, N]
+    valid_w = valid.view(hp // wh, wh, wp // ww, ww).transpose(1, 2).reshape(-1, wh * ww)
+    mask = torch.zeros(region_w.shape[0], wh * ww, wh * ww)
+    mask.masked_fill_(region_w[:, :, None] != region_w[:, None, :], SHIFT_MASK)
+    mask.masked_fill_(~valid_w[:, None, :], PAD_MASK)
+    return mask.to(device)
+
+
+# ---- the attention call (kernel boundary) ---------------------------------------------------------------
+def cosine_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: torch.Tensor,
+                            bias: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Scaled-cosine attention with an additive bias, per window.
+
+    q, k, v: [B, nW, heads, N, d] (raw projections); scale: [heads, 1, 1] (already clamped and exponentiated);
+    bias: [heads, N, N] (position bias); mask: [nW, N, N] additive or None. Returns [B, nW, heads, N, d].
+    """
+    q = F.normalize(q, dim=-1) * scale
+    k = F.normalize(k, dim=-1)
+    add = bias if mask is None else bias + mask[:, None].to(bias.dtype)  # [heads|nW·heads, N, N]
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=add.to(q.dtype), scale=1.0)
+
+
+# ---- modules -------------------------------------------------------------------------------------------
+class WindowAttention(nn.Module):
+    """Multi-head scaled-cosine attention over windows with a continuous relative position bias (SwinV2).
+
+    Queries and values have biases, keys none (as SwinV2); q, k, v come from one fused projection.
+    """
+
+    def __init__(self, dim: int, heads: int, qkv_bias: bool = True, cpb_hidden: int = 512):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not a multiple of heads {heads}")
+        self.dim, self.heads = dim, heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
+        self.v_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
+        self.logit_scale = nn.Parameter(torch.full((heads, 1, 1), math.log(10.0)))
+        self.cpb_mlp = nn.Sequential(nn.Linear(2, cpb_hidden), nn.ReLU(), nn.Linear(cpb_hidden, heads, bias=False))
+        self.proj = nn.Linear(dim, dim)
+
+    def position_bias(self, wh: int, ww: int, device: torch.device) -> torch.Tensor:
+        """16·σ(MLP(relative coordinates)) gathered per (query, key): [heads, N, N]."""
+        table, index = relative_coordinates(wh, ww, device)
+        weight = self.cpb_mlp[0].weight
+        t = 16 * torch.sigmoid(self.cpb_mlp(table.to(weight.dtype)))  # [(2wh−1)(2ww−1), heads]
+        n = wh * ww
+        return t.t()[:, index].view(self.heads, n, n)
+
+    def forward(self, x: torch.Tensor, wh: int, ww: int, mask: torch.Tensor | None) -> torch.Tensor:
+        """x: [B, nW, N, C] window tokens -> [B, nW, N, C]."""
+        b, nw, n, c = x.shape
+        bias = None
+        if self.q_bias is not None:
+            bias = torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
+        qkv = F.linear(x, self.qkv.weight, bias).view(b, nw, n, 3, self.heads, c // self.heads)
+        q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)  # each [B, nW, heads, N, d]
+        scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()
+        out = cosine_window_attention(q, k, v, scale, self.position_bias(wh, ww, x.device), mask)
+        return self.proj(out.transpose(2, 3).reshape(b, nw, n, c))
+
+
+def window_partition(x: torch.Tensor, wh: int, ww: int) -> torch.Tensor:
+    """[B, H, W, C] -> [B, nW, wh·ww, C] (row-major windows; a view when there is one window)."""
+    b, h, w, c = x.shape
+    if h == wh and w == ww:
+        return x.reshape(b, 1, h * w, c)
+    return x.view(b, h // wh, wh, w // ww, ww, c).transpose(2, 3).reshape(b, -1, wh * ww, c)
+
+
+def window_merge(x: torch.Tensor, h: int, w: int, wh: int, ww: int) -> torch.Tensor:
+    """Inverse of ``window_partition``: [B, nW, wh·ww, C] -> [B, H, W, C]."""
+    b, _, _, c = x.shape
+    if h == wh and w == ww:
+        return x.reshape(b, h, w, c)
+    return x.view(b, h // wh, w // ww, wh, ww, c).transpose(2, 3).reshape(b, h, w, c)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: zero a residual branch per sample with probability ``p`` during training."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - self.p)
+        return x * keep / (1 - self.p)
+
+
+class SwinV2Block(nn.Module):
+    """SwinV2 layer with res-post-norm and time-conditioned norms (scOT):
+
+        h = x + DropPath(Norm1(WindowAttention(x), t));   out = h + DropPath(Norm2(MLP(h), t))
+    """
+
+    def __init__(self, dim: int, heads: int, window: int, shifted: bool, mlp_ratio: float = 4.0,
+                 qkv_bias: bool = True, drop_path: float = 0.0, eps: float = 1e-5, time_conditioning: bool = True):
+        super().__init__()
+        self.window, self.shifted = window, shifted
+        self.attn = WindowAttention(dim, heads, qkv_bias)
+        self.norm1 = TimeConditionedLayerNorm(dim, time_conditioning, eps)
+        hidden = int(mlp_ratio * dim)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.norm2 = TimeConditionedLayerNorm(dim, time_conditioning, eps)
+        self.drop_path = DropPath(drop_path)
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        """The window-attention branch on [B, H, W, C] (pad, shift, partition, attend, merge, unshift, crop)."""
+        _, h, w, _ = x.shape
+        wh, ww, sh, sw = window_geometry(h, w, self.window, self.shifted)
+        hp, wp = -(-h // wh) * wh, -(-w // ww) * ww
+        if hp > h or wp > w:
+            x = F.pad(x, (0, 0, 0, wp - w, 0, hp - h))
+        if sh or sw:
+            x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
+        mask = attention_mask(h, w, wh, ww, sh, sw, x.device)
+        y = window_merge(self.attn(window_partition(x, wh, ww), wh, ww, mask), hp, wp, wh, ww)
+        if sh or sw:
+            y = torch.roll(y, shifts=(sh, sw), dims=(1, 2))
+        if hp > h or wp > w:
+            y = y[:, :h, :w]
+        return y
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.drop_path(self.norm1(self.attention(x), t))
+        return x + self.drop_path(self.norm2(self.fc2(F.gelu(self.fc1(x))), t))
