@@ -61,7 +61,7 @@ def relative_coordinates(wh: int, ww: int, device: torch.device) -> tuple[torch.
     pos = torch.stack((ii.flatten(), jj.flatten()), -1)  # [N, 2]
     rel = pos[:, None, :] - pos[None, :, :] + torch.tensor([wh - 1, ww - 1])  # [N, N, 2], non-negative
     index = (rel[..., 0] * (2 * ww - 1) + rel[..., 1]).flatten()
-    return table.to(device=device, dtype=torch.float32), index.to(device)
+    return table.to(device), index.to(device)  # float64: cast to the MLP dtype at use
 
 
 def _region_ids(n_pad: int, win: int, shift: int) -> torch.Tensor:
