@@ -64,6 +64,7 @@ def finetune(
     scratch_lr: float = 5e-4,
     precision: str = "32-true",
     num_workers: int = 0,
+    fno_model: str = "fno-2d",
     out: Path = Path("runs/finetune"),
 ) -> None:
     """Fine-tune a pretrained checkpoint on N trajectories of a store, for several N, against baselines.
@@ -80,7 +81,8 @@ def finetune(
         ckpt: pretrained Lightning checkpoint or export/convert directory.
         data: the downstream field store (its train split is subsampled, its test split is used for scoring).
         samples: comma-separated training-trajectory counts.
-        baseline: baselines trained with the same budget (default: scratch).
+        baseline: baselines trained with the same budget: scratch (same architecture, fresh weights) and/or fno
+            (neuraloperator's FNO, size --fno_model); default: scratch.
         seeds: comma-separated seeds (report ≥ 3 for claims).
         epochs: epochs per cell (same for every model).
         batch_size: batch size per cell.
@@ -91,6 +93,7 @@ def finetune(
         scratch_lr: learning rate of the from-scratch baseline.
         precision: Lightning precision (32-true, bf16-mixed, ...).
         num_workers: DataLoader workers.
+        fno_model: registered FNO size of the fno baseline (fno-2d, fno-2d-tiny).
         out: output directory.
     """
     from sciformer.finetune import SweepConfig, sweep
@@ -98,7 +101,7 @@ def finetune(
     cfg = SweepConfig(samples=_ints(samples), baselines=baseline or ["scratch"], seeds=_ints(seeds), epochs=epochs,
                       batch_size=batch_size, mode=mode, lr=lr, lr_embedding_recovery=lr_embedding_recovery,
                       lr_time_embedding=lr_time_embedding, scratch_lr=scratch_lr, precision=precision,
-                      num_workers=num_workers)
+                      num_workers=num_workers, fno_model=fno_model)
     sweep(ckpt, data, cfg, out)
     print((out / "report.md").read_text())
     print(f"results: {out / 'results.json'}  report: {out / 'report.md'}  plot: {out / 'error_vs_samples.png'}")

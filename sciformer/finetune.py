@@ -208,9 +208,10 @@ class SweepConfig:
     precision: str = "32-true"
     num_workers: int = 0
     loss: str = "rel_l1"
+    fno_model: str = "fno-2d"  # registered FNO size of the "fno" baseline (neuraloperator)
 
 
-BASELINES = ("scratch",)
+BASELINES = ("scratch", "fno")
 
 
 def _cell_key(n: int, kind: str, seed: int) -> str:
@@ -236,10 +237,12 @@ def run_cell(ckpt: Path, data: Path, n: int, kind: str, seed: int, cfg: SweepCon
         task = OperatorTask(model=pre.model_name, pretrained=str(ckpt), finetune_mode=cfg.mode, lr=cfg.lr,
                             lr_embedding_recovery=cfg.lr_embedding_recovery, lr_time_embedding=cfg.lr_time_embedding,
                             loss=cfg.loss, data_spec=dm.spec)
-    elif kind == "scratch":
+    elif kind == "scratch":  # the same architecture, freshly initialised
         arch = {k: v for k, v in pre.config.items() if k not in ("in_channels", "out_channels")}
         task = OperatorTask(model=pre.model_name, model_options=arch, lr=cfg.scratch_lr, loss=cfg.loss,
                             data_spec=dm.spec)
+    elif kind == "fno":
+        task = OperatorTask(model=cfg.fno_model, lr=cfg.scratch_lr, loss=cfg.loss, data_spec=dm.spec)
     else:
         raise ValueError(f"unknown baseline {kind!r}; available: {BASELINES}")
     trainer = L.Trainer(max_epochs=cfg.epochs, logger=CSVLogger(workdir, name=_cell_key(n, kind, seed)),

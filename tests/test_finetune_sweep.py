@@ -63,3 +63,15 @@ def test_sweep_writes_results_report_and_resumes(tmp_path, pretrained_ckpt, monk
     cfg.samples = [2, 4]
     again = sweep(pretrained_ckpt, data, cfg, tmp_path / "ft")
     assert again["table"] == summary["table"]
+
+
+def test_fno_baseline_gets_the_same_budget(tmp_path, pretrained_ckpt):
+    pytest.importorskip("neuralop")
+    data = heat_store(tmp_path / "down.zarr", ["u", "w"], n=20, seed=1, nu=0.05)
+    cfg = SweepConfig(samples=[4], baselines=["fno"], seeds=[0], epochs=1, batch_size=8, fno_model="fno-2d-tiny")
+    summary = sweep(pretrained_ckpt, data, cfg, tmp_path / "ft")
+    res = json.loads((tmp_path / "ft" / "results.json").read_text())
+    assert set(res["cells"]) == {"n=4/finetuned/seed=0", "n=4/fno/seed=0"}
+    ag = res["cells"]["n=4/fno/seed=0"][finetune.METRIC] / res["cells"]["n=4/finetuned/seed=0"][finetune.METRIC]
+    assert summary["gains"]["fno"]["AG"][4] == pytest.approx(ag)
+    assert "AG vs fno" in (tmp_path / "ft" / "report.md").read_text()
