@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sciformer.data.building import run_build
 from sciformer.data.store import FieldStoreWriter
 from sciformer.errors import DataError
 from sciformer.solvers.navier_stokes_3d import NavierStokes3D, taylor_green
@@ -36,20 +37,20 @@ def perturbed_taylor_green(solver: NavierStokes3D, rng: np.random.Generator, per
 
 def build_taylor_green_3d(out: Path, trajectories: int = 8, resolution: int = 32, seed: int = 0, *,
                           nu: float = 0.01, t_end: float = 5.0, snapshots: int = 11, perturbation: float = 0.1,
-                          cfl: float = 0.5, overwrite: bool = False) -> Path:
+                          cfl: float = 0.5, overwrite: bool = False, workers: int | None = None) -> Path:
     """Build a store of ``trajectories`` perturbed 3-D Taylor–Green flows on a ``resolution``³ grid.
 
     Options: ``nu`` (viscosity; Re = 1/ν with U = 1, L = 1), ``t_end``, ``snapshots`` (uniform in
     [0, t_end]), ``perturbation`` (energy of the random part relative to the vortex), ``cfl``. Trajectory i
     uses ``numpy.random.default_rng([seed, i])``; trajectory 0 is the unperturbed, unshifted vortex.
-    Resumable: finished trajectories are kept when a build is interrupted and rerun.
+    Resumable: finished trajectories are kept when a build is interrupted and rerun. ``workers``: processes
+    (default: all usable cores).
     """
     if resolution > 64:
         raise DataError(f"tgv-3d: resolution {resolution} is beyond what this builder is sized for (≤ 64)")
     if trajectories < 1 or snapshots < 2:
         raise DataError("tgv-3d needs at least 1 trajectory and 2 snapshots")
     out = Path(out)
-    solver = NavierStokes3D(resolution, nu=nu)
     times = np.linspace(0.0, t_end, snapshots)
     coords = {a: np.arange(resolution) * 2 * math.pi / resolution for a in ("x", "y", "z")}
     attrs = {
@@ -64,15 +65,16 @@ def build_taylor_green_3d(out: Path, trajectories: int = 8, resolution: int = 32
     variables = {name: {"role": "state", "units": "1", "long_name": f"velocity {axis} component "
                         "(units of the vortex amplitude U0)"} for name, axis in zip("uvw", "xyz")}
     writer = FieldStoreWriter(out, variables, trajectories, times, coords, attrs, overwrite=overwrite)
-    from rich.progress import Progress
+    params = {"resolution": resolution, "seed": seed, "nu": nu, "times": times, "perturbation": perturbation,
+              "cfl": cfl}
+    return run_build(writer, _trajectory, params, f"tgv-3d {resolution}³", workers)
 
-    with Progress(transient=False) as bar:
-        task = bar.add_task(f"tgv-3d {resolution}³", total=trajectories)
-        for i in range(trajectories):
-            if not writer.is_done(i):
-                rng = np.random.default_rng([seed, i])
-                u0 = taylor_green(resolution) if i == 0 else perturbed_taylor_green(solver, rng, perturbation)
-                _, snaps = solver.solve(u0, times, cfl=cfl)
-                writer.write_trajectory(i, {name: snaps[:, c].astype(np.float32) for c, name in enumerate("uvw")})
-            bar.advance(task)
-    return writer.finalize()
+
+def _trajectory(i: int, resolution: int, seed: int, nu: float, times: np.ndarray, perturbation: float,
+                cfl: float) -> dict[str, np.ndarray]:
+    """Trajectory ``i`` of tgv-3d (module level so worker processes can run it)."""
+    solver = NavierStokes3D(resolution, nu=nu)
+    rng = np.random.default_rng([seed, i])
+    u0 = taylor_green(resolution) if i == 0 else perturbed_taylor_green(solver, rng, perturbation)
+    _, snaps = solver.solve(u0, times, cfl=cfl)
+    return {name: snaps[:, c].astype(np.float32) for c, name in enumerate("uvw")}

@@ -23,6 +23,7 @@ CONVERTERS.update({"sdf": "sciformer.data.atoms:convert_sdf", "xyz": "sciformer.
 BUILDERS: dict[str, str] = {}
 BUILDERS["qm9-etkdg"] = "sciformer.data.atoms:build_qm9_etkdg"  # RDKit ETKDG+MMFF conformers (not DFT); --option limit=N
 BUILDERS["tgv-3d"] = "sciformer.data.builders_3d:build_taylor_green_3d"  # 3D perturbed Taylor-Green vortex, pseudo-spectral NS
+BUILDERS.update({n: f"sciformer.data.builders_2d:build_{n.replace('-', '_')}" for n in ("ns-sines", "ns-gauss", "ns-pwc", "ns-shear-layer", "ns-vortex-sheet", "ns-tracer", "ns-kolmogorov", "wave-gauss", "wave-layer", "allen-cahn", "poisson-gauss")})  # 2D verified solvers
 DESCRIBERS: dict[str, str] = {}
 DESCRIBERS["atoms"] = "sciformer.data.atoms:describe"
 DESCRIBERS["fields"] = "sciformer.data.store:describe"
