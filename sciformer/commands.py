@@ -65,6 +65,7 @@ def finetune(
     precision: str = "32-true",
     num_workers: int = 0,
     fno_model: str = "fno-2d",
+    time_stride: int = 1,
     out: Path = Path("runs/finetune"),
 ) -> None:
     """Fine-tune a pretrained checkpoint on N trajectories of a store, for several N, against baselines.
@@ -94,6 +95,7 @@ def finetune(
         precision: Lightning precision (32-true, bf16-mixed, ...).
         num_workers: DataLoader workers.
         fno_model: registered FNO size of the fno baseline (fno-2d, fno-2d-tiny).
+        time_stride: use every k-th stored snapshot (all2all pairs grow with the square of the count).
         out: output directory.
     """
     from sciformer.finetune import SweepConfig, sweep
@@ -101,7 +103,7 @@ def finetune(
     cfg = SweepConfig(samples=_ints(samples), baselines=baseline or ["scratch"], seeds=_ints(seeds), epochs=epochs,
                       batch_size=batch_size, mode=mode, lr=lr, lr_embedding_recovery=lr_embedding_recovery,
                       lr_time_embedding=lr_time_embedding, scratch_lr=scratch_lr, precision=precision,
-                      num_workers=num_workers, fno_model=fno_model)
+                      num_workers=num_workers, fno_model=fno_model, time_stride=time_stride)
     sweep(ckpt, data, cfg, out)
     print((out / "report.md").read_text())
     print(f"results: {out / 'results.json'}  report: {out / 'report.md'}  plot: {out / 'error_vs_samples.png'}")

@@ -205,6 +205,7 @@ class SweepConfig:
     lr_time_embedding: float = 5e-4
     scratch_lr: float = 5e-4
     sampler: str = "all2all"
+    time_stride: int = 1  # use every k-th stored snapshot (all2all pairs grow with the square of the count)
     precision: str = "32-true"
     num_workers: int = 0
     loss: str = "rel_l1"
@@ -229,10 +230,10 @@ def run_cell(ckpt: Path, data: Path, n: int, kind: str, seed: int, cfg: SweepCon
 
     L.seed_everything(seed, verbose=False)
     pre = load_pretrained(ckpt)
-    probe = FieldDataModule(stores=[str(data)], sampler=cfg.sampler)
-    stats = merged_stats(pre.data_spec, probe.spec["stats"]) if kind == "finetuned" else None
-    dm = FieldDataModule(stores=[str(data)], sampler=cfg.sampler, batch_size=cfg.batch_size,
-                         num_workers=cfg.num_workers, train_trajectories=n, stats=stats, seed=seed)
+    common = {"stores": [str(data)], "sampler": cfg.sampler, "time_stride": cfg.time_stride}
+    stats = merged_stats(pre.data_spec, FieldDataModule(**common).spec["stats"]) if kind == "finetuned" else None
+    dm = FieldDataModule(**common, batch_size=cfg.batch_size, num_workers=cfg.num_workers, train_trajectories=n,
+                         stats=stats, seed=seed)
     if kind == "finetuned":
         task = OperatorTask(model=pre.model_name, pretrained=str(ckpt), finetune_mode=cfg.mode, lr=cfg.lr,
                             lr_embedding_recovery=cfg.lr_embedding_recovery, lr_time_embedding=cfg.lr_time_embedding,

@@ -119,7 +119,7 @@ def run(cfg: QuickstartConfig, out: Path) -> Path:
     t0 = time.perf_counter()
     sweep_cfg = SweepConfig(samples=cfg.samples, baselines=["scratch"], seeds=[cfg.seed], epochs=cfg.finetune_epochs,
                             batch_size=min(cfg.batch_size, 16), lr=5e-4, lr_embedding_recovery=2e-3,
-                            lr_time_embedding=2e-3, scratch_lr=cfg.lr)
+                            lr_time_embedding=2e-3, scratch_lr=cfg.lr, time_stride=cfg.time_stride)
     summary = sweep(ckpt, down, sweep_cfg, out / "finetune")
     timings["fine-tune sweep"] = time.perf_counter() - t0
 
