@@ -27,6 +27,7 @@ BUILDERS.update({n: f"sciformer.data.builders_2d:build_{n.replace('-', '_')}" fo
 DESCRIBERS: dict[str, str] = {}
 DESCRIBERS["atoms"] = "sciformer.data.atoms:describe"
 DESCRIBERS["fields"] = "sciformer.data.store:describe"
+CONVERTERS["csv"] = "sciformer.data.series:convert_csv"; DESCRIBERS["series"] = "sciformer.data.series:describe"  # series CSV (ETT, Weather, ...)
 CONVERTERS.update({"poseidon": "sciformer.data.formats.poseidon:convert_poseidon", "well": "sciformer.data.formats.well:convert_well", "pdebench": "sciformer.data.formats.pdebench:convert_pdebench"})
 
 EXAMPLES = """examples:

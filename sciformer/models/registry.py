@@ -22,6 +22,7 @@ FAMILY_MODULES: list[str] = [
     "sciformer.models.graph",
     "sciformer.models.itransformer",
     "sciformer.models.scot",
+    "sciformer.models.fno",
 ]
 
 _SIZES: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {}

@@ -1,0 +1,133 @@
+"""iTransformer (Liu et al., ICLR 2024) as its reference code defines it, plus an optional quantile head.
+
+Each variate's whole lookback becomes one token (a shared ``Linear(seq_len, d_model)``); calendar features
+become extra "covariate" tokens the same way; a post-LN Transformer encoder without positional encoding mixes
+the tokens; a shared ``Linear(d_model, pred_len)`` reads every token out and the covariate tokens are dropped.
+Nothing depends on the number of variates, so one model serves data sets with different variate counts.
+
+Input ``x`` [B, L, N] (globally standardised), optional ``x_mark`` [B, L, F] time features; output [B, H, N],
+or [B, H, N, Q] with ``quantiles`` (one output per quantile level, trained with the pinball loss).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sciformer.models.registry import register
+
+
+@dataclass
+class ITransformerConfig:
+    seq_len: int = 96            # lookback L
+    pred_len: int = 96           # horizon H
+    d_model: int = 512
+    n_heads: int = 8
+    e_layers: int = 2
+    d_ff: int = 2048
+    dropout: float = 0.1
+    activation: str = "gelu"
+    use_norm: bool = True        # per-sample, per-variate normalisation of the lookback (Non-stationary Transformer)
+    n_time_features: int = 4     # covariate tokens expected in x_mark (4 = hourly features); 0 = none
+    quantiles: list[float] = field(default_factory=list)  # empty: point forecast
+
+
+class Attention(nn.Module):
+    """Multi-head full attention over tokens (no mask: every variate sees every variate and covariate)."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.n_heads, self.dropout = n_heads, dropout
+        self.query = nn.Linear(d_model, d_model)
+        self.key = nn.Linear(d_model, d_model)
+        self.value = nn.Linear(d_model, d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, D = x.shape
+        q, k, v = (p(x).view(B, T, self.n_heads, -1).transpose(1, 2) for p in (self.query, self.key, self.value))
+        # scale 1/sqrt(d_k) and dropout on the attention weights, as the reference FullAttention
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(B, T, D))
+
+
+class EncoderLayer(nn.Module):
+    """Post-LN block: x = LN(x + attn(x)); x = LN(x + FFN(x)). The reference FFN is two kernel-1 Conv1d, i.e.
+    two position-wise linear layers (same parameters)."""
+
+    def __init__(self, cfg: ITransformerConfig):
+        super().__init__()
+        self.attention = Attention(cfg.d_model, cfg.n_heads, cfg.dropout)
+        self.ffn_in = nn.Linear(cfg.d_model, cfg.d_ff)
+        self.ffn_out = nn.Linear(cfg.d_ff, cfg.d_model)
+        self.norm1 = nn.LayerNorm(cfg.d_model)
+        self.norm2 = nn.LayerNorm(cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.act = {"gelu": F.gelu, "relu": F.relu}[cfg.activation]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm1(x + self.drop(self.attention(x)))
+        y = self.drop(self.ffn_out(self.drop(self.act(self.ffn_in(x)))))
+        return self.norm2(x + y)
+
+
+class ITransformer(nn.Module):
+    config_class = ITransformerConfig
+
+    def __init__(self, config: ITransformerConfig):
+        super().__init__()
+        if config.activation not in ("gelu", "relu"):
+            raise ValueError(f"activation must be gelu or relu, not {config.activation!r}")
+        if any(not 0 < q < 1 for q in config.quantiles):
+            raise ValueError(f"quantile levels must lie in (0, 1), got {config.quantiles}")
+        self.config = config
+        self.embed = nn.Linear(config.seq_len, config.d_model)  # inverted embedding: a lookback -> a token
+        self.embed_drop = nn.Dropout(config.dropout)
+        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.e_layers))
+        self.norm = nn.LayerNorm(config.d_model)
+        self.n_outputs = max(1, len(config.quantiles))
+        self.projection = nn.Linear(config.d_model, config.pred_len * self.n_outputs)
+
+    def forward(self, x: torch.Tensor, x_mark: torch.Tensor | None = None) -> torch.Tensor:
+        cfg = self.config
+        B, L, N = x.shape
+        if L != cfg.seq_len:
+            raise ValueError(f"lookback {L} != the model's seq_len {cfg.seq_len}")
+        if cfg.use_norm:  # per sample and variate; the mean is detached, the std is not (as the reference)
+            means = x.mean(1, keepdim=True).detach()
+            x = x - means
+            stdev = torch.sqrt(torch.var(x, dim=1, keepdim=True, unbiased=False) + 1e-5)
+            x = x / stdev
+        tokens = x.transpose(1, 2)  # [B, N, L]
+        if x_mark is not None and x_mark.shape[-1] > 0:
+            tokens = torch.cat([tokens, x_mark.to(x.dtype).transpose(1, 2)], 1)  # [B, N + F, L]
+        h = self.embed_drop(self.embed(tokens))  # [B, N + F, D]
+        for layer in self.layers:
+            h = layer(h)
+        out = self.projection(self.norm(h))[:, :N]  # covariate tokens dropped: [B, N, H * Q]
+        out = out.view(B, N, self.n_outputs, cfg.pred_len).permute(0, 3, 1, 2)  # [B, H, N, Q]
+        if cfg.use_norm:
+            out = out * stdev.unsqueeze(-1) + means.unsqueeze(-1)
+        return out if cfg.quantiles else out.squeeze(-1)
+
+
+# Named sizes: the reference scripts' hyper-parameters per data set and horizon (lookback 96; d_ff = d_model).
+_D_MODEL = {
+    "etth1": {96: 256, 192: 256, 336: 512, 720: 512},
+    "etth2": dict.fromkeys((96, 192, 336, 720), 128),
+    "ettm1": dict.fromkeys((96, 192, 336, 720), 128),
+    "ettm2": dict.fromkeys((96, 192, 336, 720), 128),
+    "weather": dict.fromkeys((96, 192, 336, 720), 512),
+    "exchange": dict.fromkeys((96, 192, 336, 720), 128),
+}
+_E_LAYERS = {"weather": 3}
+
+register("itransformer", ITransformer)  # run.py defaults: d_model 512, d_ff 2048, 2 layers
+register("itransformer-tiny", ITransformer, d_model=32, n_heads=4, e_layers=1, d_ff=32, seq_len=24, pred_len=12)
+for _ds, _sizes in _D_MODEL.items():
+    for _h, _d in _sizes.items():
+        register(f"itransformer-{_ds}-{_h}", ITransformer, seq_len=96, pred_len=_h, d_model=_d, d_ff=_d,
+                 n_heads=8, e_layers=_E_LAYERS.get(_ds, 2), dropout=0.1)
