@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "quickstart": ("sciformer.quickstart:quickstart", "the end-to-end demo: build data, pretrain, fine-tune vs scratch, roll out, report: sciformer quickstart"),
     "finetune": ("sciformer.commands:finetune", "fine-tune a pretrained model for several sample counts vs baselines, report AG/EG: sciformer finetune --ckpt pre.ckpt --data wave.zarr --samples 8,32 --out runs/ft"),
     "rollout": ("sciformer.rollout:rollout", "roll a model out over a store (ar|direct|mixed), write zarr + summary + plots: sciformer rollout --ckpt last.ckpt --data d.zarr --mode ar --out runs/rollout/ar/rollout.zarr"),
+    "convert": ("sciformer.models.poseidon_convert:main", "upstream checkpoint -> sciformer export: sciformer convert poseidon Poseidon-T/ exports/poseidon-t"),
     "info": ("sciformer.commands:info", "versions, devices, registered models and data sets: sciformer info"),
 }
 
