@@ -217,6 +217,10 @@ def convert(src: str | Path, out: str | Path, inputs: list[str] | None = None,
     return models.save(model, out, extra=extra)
 
 
+def _names(text: str | None) -> list[str] | None:
+    return [v.strip() for v in text.split(",") if v.strip()] if text else None
+
+
 def main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(
         prog="sciformer convert",
@@ -231,6 +235,5 @@ def main(argv: list[str]) -> None:
     p.add_argument("--inputs", help="comma-separated input variable names (default for 4 channels: rho,u,v,p)")
     p.add_argument("--outputs", help="comma-separated output variable names (default for 4 channels: rho,u,v,p)")
     a = p.parse_args(argv)
-    split = (lambda s: [v.strip() for v in s.split(",") if v.strip()] if s else None)
-    out = convert(a.src, a.out, split(a.inputs), split(a.outputs))
+    out = convert(a.src, a.out, _names(a.inputs), _names(a.outputs))
     print(f"converted {a.src} -> {out}")

@@ -32,7 +32,7 @@ from torch.utils.checkpoint import checkpoint
 from sciformer.errors import DataError
 from sciformer.models.registry import register
 from sciformer.nn.conditional_norm import TimeConditionedLayerNorm
-from sciformer.nn.window_attention import DropPath, SwinV2Block
+from sciformer.nn.window_attention import SwinV2Block
 
 
 @dataclass
