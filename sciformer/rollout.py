@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from sciformer.errors import CheckpointError, DataError, SciformerError
+from sciformer.metrics import fields, spectra
 
 log = logging.getLogger(__name__)
 
@@ -554,44 +555,27 @@ def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
     return model.eval(), dict(p.data_spec or {})
 
 
-# ---- per-step metrics (physical units; definitions of DECISIONS) -----------------------------------
-VRMSE_EPS = 1e-7
+# ---- per-step metrics (physical units; definitions of DECISIONS, computed by sciformer.metrics) ------
 WELL_WINDOWS = ((1, 5), (6, 12), (13, 30))  # The Well reports rollout VRMSE averaged over step windows
 APEBENCH_STEPS = 100
 
 
 def step_metrics(pred: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray]:
-    """VRMSE ``sqrt(mean((p−y)²)/(var(y)+1e-7))``, nRMSE ``sqrt(mean((p−y)²))/sqrt(mean(y²))`` (PDEBench, per
-    channel) and Pearson (mean-centred) correlation per (trajectory, step, variable) of [B, n, C, *S] arrays, in
-    float64 over the spatial axes; NaN where the prediction is NaN (after a blow-up)."""
-    p = np.asarray(pred, dtype=np.float64)
-    y = np.asarray(truth, dtype=np.float64)
-    axes = tuple(range(3, p.ndim))
-    err2 = ((p - y) ** 2).mean(axes)
-    var = y.var(axes)
-    pc, yc = p - p.mean(axes, keepdims=True), y - y.mean(axes, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        corr = (pc * yc).mean(axes) / np.sqrt((pc ** 2).mean(axes) * (yc ** 2).mean(axes))
-        nrmse = np.sqrt(err2) / np.sqrt((y ** 2).mean(axes))
-    return {"vrmse": np.sqrt(err2 / (var + VRMSE_EPS)), "nrmse": nrmse, "correlation": corr}
+    """VRMSE, nRMSE (PDEBench, per channel) and Pearson correlation (``sciformer.metrics.fields``) per
+    (trajectory, step, variable) of [B, n, C, *S] arrays, in float64 over the spatial axes; NaN where the
+    prediction is NaN (after a blow-up)."""
+    p = torch.from_numpy(np.asarray(pred, dtype=np.float64))
+    y = torch.from_numpy(np.asarray(truth, dtype=np.float64))
+    d = p.ndim - 3
+    return {"vrmse": fields.vrmse(p, y, d).numpy(), "nrmse": fields.nrmse(p, y, d).numpy(),
+            "correlation": fields.pearson(p, y, d).numpy()}
 
 
 def energy_spectrum(f: np.ndarray, spatial_dims: int) -> tuple[np.ndarray, np.ndarray]:
-    """Isotropic spectrum ``E(k) = ½ Σ_{|κ| ∈ [k−½, k+½)} |f̂(κ)|²`` (integer grid wavenumbers, f̂ = FFT/N) of the
-    trailing ``spatial_dims`` axes, per leading index: returns ``k`` [K] and ``E`` [..., K], K = min(S)//2 + 1."""
-    f = np.asarray(f, dtype=np.float64)
-    shape = f.shape[-spatial_dims:]
-    axes = tuple(range(f.ndim - spatial_dims, f.ndim))
-    fh = np.fft.fftn(f, axes=axes) / np.prod(shape)
-    grids = np.meshgrid(*[np.fft.fftfreq(n, 1.0 / n) for n in shape], indexing="ij")
-    shell = np.rint(np.sqrt(sum(g ** 2 for g in grids))).astype(np.int64).ravel()
-    kmax = min(shape) // 2
-    power = 0.5 * np.abs(fh.reshape(*f.shape[:-spatial_dims], -1)) ** 2
-    ok = shell <= kmax
-    e = np.zeros((*f.shape[:-spatial_dims], kmax + 1))
-    for k in range(kmax + 1):
-        e[..., k] = power[..., ok & (shell == k)].sum(-1)
-    return np.arange(kmax + 1), e
+    """``sciformer.metrics.spectra.energy_spectrum`` on a numpy array (float64): ``k`` [K] and ``E`` [..., K],
+    ``E(k) = ½ Σ_{|κ| ∈ [k−½, k+½)} |f̂(κ)|²`` with K = min(S)//2 + 1."""
+    k, e = spectra.energy_spectrum(torch.from_numpy(np.asarray(f, dtype=np.float64)), spatial_dims)
+    return k.numpy(), e.numpy()
 
 
 def _spectra(truth: np.ndarray, pred: np.ndarray):
@@ -606,6 +590,11 @@ def _mean_spectrum(parts):
     k = parts[0][0]
     n = max(1, sum(p[3] for p in parts))
     return k, sum(p[1] for p in parts) / n, sum(p[2] for p in parts) / n
+
+
+def _finite_or_none(x) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
 
 
 def _first_below(values: np.ndarray, threshold: float) -> int | None:
@@ -864,6 +853,13 @@ def rollout(*, ckpt: Path, data: Path, split: str = "test", steps: int | None = 
             zarr.consolidate_metadata(str(tmp))
     summary = {"dataset": out.name, **attrs, "trajectories": [int(i) for i in ids],
                "blowups": {str(i): int(s) for i, s in zip(ids, blowup) if s}, **summary}
+    mean_spectra = {v: {s: _mean_spectrum(parts) for s, parts in spec_acc[v].items()} for v in variables}
+    if any(mean_spectra.values()):
+        summary["energy_spectrum_error"] = {
+            "definition": "sum_k |E_pred(k) - E_true(k)| / sum_k E_true(k) of the isotropic spectra averaged over the "
+                          "finite trajectories, at the plotted steps (keys: step)",
+            **{v: {str(s): _finite_or_none(spectra.spectrum_error(torch.from_numpy(ep), torch.from_numpy(et)))
+                   for s, (_, et, ep) in sp.items()} for v, sp in mean_spectra.items() if sp}}
     write_json(summary_path, summary)
     title = f"{Path(str(ckpt)).name} on {Path(str(source.path)).name} ({split}, {mode})"
     if n_truth:
@@ -874,9 +870,9 @@ def rollout(*, ckpt: Path, data: Path, split: str = "test", steps: int | None = 
                                                          dtype=float)
         report.plot_error_growth(per_step, out.parent / "error_growth.png",
                                  thresholds={"correlation": correlation_threshold}, title=title)
-        spectra = {v: {s: _mean_spectrum(parts) for s, parts in spec_acc[v].items()} for v in variables}
-        if any(spectra.values()):
-            report.plot_spectra({v: sp for v, sp in spectra.items() if sp}, out.parent / "spectra.png", title=title)
+        if any(mean_spectra.values()):
+            report.plot_spectra({v: sp for v, sp in mean_spectra.items() if sp}, out.parent / "spectra.png",
+                                title=title)
     report.plot_snapshots({v: np.stack(a) for v, a in snaps["truth"].items()},
                           {v: np.stack(a) for v, a in snaps["pred"].items()}, shown, out.parent / "snapshots.png",
                           title=f"{title}, trajectory {ids[0]}")

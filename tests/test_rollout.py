@@ -426,6 +426,8 @@ def test_command_writes_dataset_summary_and_plots(tmp_path):
     base = summary["baseline_persistence"]["per_step"]["nrmse"]["u"]
     np.testing.assert_allclose(base, np.exp(LAM * (TIME[1:] - TIME[0])) - 1, rtol=1e-4)
     assert "persistence_vrmse" in ds
+    # energy spectra scale with the prediction squared: error (1+eps)^(2s) − 1 at the plotted steps 1, 3, 5
+    assert summary["energy_spectrum_error"]["u"] == pytest.approx({str(s): (1 + eps) ** (2 * s) - 1 for s in (1, 3, 5)})
     for png in ("error_growth.png", "snapshots.png", "spectra.png"):
         assert (out.parent / png).stat().st_size > 1000
 
