@@ -12,6 +12,7 @@ card (``datasets/<name>/README.md``).
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +52,16 @@ def _gaussians(X: np.ndarray, Y: np.ndarray, centres, widths, amplitudes, period
 
 
 def _random_sines(rng: np.random.Generator, X: np.ndarray, Y: np.ndarray, modes: int, decay: float) -> np.ndarray:
-    """``Σ_{i,j=1..modes} a_ij (i²+j²)^(−decay/2) sin(2πix + φ_ij) sin(2πjy + θ_ij)``, a_ij ~ U[−1, 1]."""
+    """``Σ_{i,j=1..modes} a_ij (i²+j²)^(−decay/2) sin(2πix + φ_ij) sin(2πjy + θ_ij)``, a_ij ~ U[−1, 1].
+
+    Terms with i or j ≥ n/3 (not resolved on the n-point grid) are left out; their random numbers are still
+    drawn, so the resolved terms do not depend on the resolution."""
     out = np.zeros_like(X)
     for i in range(1, modes + 1):
         for j in range(1, modes + 1):
             a, phi, theta = rng.uniform(-1, 1), rng.uniform(0, 2 * math.pi), rng.uniform(0, 2 * math.pi)
+            if max(i, j) >= X.shape[0] / 3:
+                continue
             out += a * (i * i + j * j) ** (-decay / 2) * np.sin(2 * math.pi * i * X + phi) * \
                 np.sin(2 * math.pi * j * Y + theta)
     return out
@@ -323,6 +329,9 @@ def build_allen_cahn(out: Path, trajectories: int = 64, resolution: int = 64, se
     ``snapshots``, ``modes`` (i, j ≤ modes), ``decay`` (amplitudes ∝ (i²+j²)^(−r/2), r ~ U[decay]).
     """
     _check("allen-cahn", trajectories, resolution, snapshots)
+    if math.sqrt(2) / eps < 1.5 / resolution:
+        warnings.warn(f"allen-cahn: the interface width √2/ε = {math.sqrt(2) / eps:.3g} is under 1.5 grid cells at "
+                      f"{resolution}²; values will overshoot ±1 (Gibbs): lower eps or raise the resolution", stacklevel=2)
     times = np.linspace(0.0, t_end, snapshots)
     x = np.arange(resolution) / resolution
     variables = {"u": {"role": "state", "units": "1", "long_name": "phase field (±1 pure phases)"}}
