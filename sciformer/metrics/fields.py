@@ -141,14 +141,15 @@ def group_relative_error(pred: Tensor, target: Tensor, mask: Tensor | None = Non
 def nan_median(x: Tensor, dim: int = 0) -> Tensor:
     """Median ignoring NaN, averaging the two middle values for an even count (``numpy.nanmedian``, as
     Poseidon's ``np.median``); ``torch.nanmedian`` would return the lower one."""
-    return torch.nanquantile(x.double(), 0.5, dim=dim).to(x.dtype)
+    return torch.nanquantile(x, 0.5, dim=dim)
 
 
 # ---- Metrics ------------------------------------------------------------------------------------
 class SampleMean(Metric):
     """Mean over samples of a per-sample value ``[B, ...] -> [...]``, skipping non-finite values (a blown-up
     rollout): ``Σ_b v_b / #finite``. States ``total`` and ``count`` are sums, so DDP reduces them exactly.
-    The per-sample shape is taken from the first update (states start as scalars and broadcast).
+    The per-sample shape is taken from the first update (states start as scalars and broadcast). States are
+    float64 so that sums over many samples stay exact (MPS has no float64: compute these on CPU there).
 
     Subclasses implement ``values(*args) -> Tensor [B, ...]``.
     """

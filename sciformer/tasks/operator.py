@@ -13,11 +13,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import nn
 
 from sciformer.errors import DataError
+from sciformer.metrics.fields import GroupRelativeError, group_relative_error
+from sciformer.metrics.physics import VELOCITY_GROUPS
 from sciformer.tasks.base import BaseTask
-
-VELOCITY_GROUPS = (("u", "v", "w"), ("vx", "vy", "vz"), ("velocity_x", "velocity_y", "velocity_z"))
 
 
 def default_channel_groups(outputs: list[str]) -> list[list[str]]:
@@ -29,26 +30,6 @@ def default_channel_groups(outputs: list[str]) -> list[list[str]]:
             groups.append(members)
             used.update(members)
     return groups + [[v] for v in outputs if v not in used]
-
-
-def group_relative_error(pred, target, mask, groups: list[list[int]], p: int = 1, per_sample: bool = False):
-    """Relative Lp error per channel group: (Σ|ŷ−y|^p / Σ|y|^p)^(1/p) over scored channels and pixels.
-
-    ``per_sample=False`` sums over the batch too (the training loss, a ratio of batch sums as in Poseidon) and
-    returns [G]; ``per_sample=True`` returns [B, G]. Samples whose group is fully masked get NaN.
-    """
-    w = mask.to(pred.dtype).view(*mask.shape, *([1] * (pred.ndim - 2)))
-    num = ((pred - target).abs() ** p * w).flatten(2).sum(-1)  # [B, C]
-    den = (target.abs() ** p * w).flatten(2).sum(-1)
-    cnt = mask.to(pred.dtype)
-    out = []
-    for g in groups:
-        n, d, c = num[:, g].sum(1), den[:, g].sum(1), cnt[:, g].sum(1)
-        if not per_sample:
-            n, d, c = n.sum(), d.sum(), c.sum()
-        err = (n / (d + 1e-10)) ** (1.0 / p)
-        out.append(torch.where(c > 0, err, torch.full_like(err, float("nan"))))
-    return torch.stack(out, -1)
 
 
 class OperatorTask(BaseTask):
@@ -101,6 +82,10 @@ class OperatorTask(BaseTask):
         # input channel of each output variable (for the persistence baseline); None if not an input
         inputs = list(spec.get("inputs", []))
         self.persist_index = [inputs.index(n) if n in inputs else None for n in self.outputs]
+        # Poseidon's per-group relative L1 (%) of the model and of persistence; torchmetrics gathers the
+        # per-sample errors of every rank before the median
+        self.eval_errors = nn.ModuleDict({f"{stage}_{name}": GroupRelativeError(self.groups)
+                                          for stage in ("val", "test") for name in ("model", "persistence")})
 
     def lr_patterns(self) -> dict[str, float]:
         hp, patterns = self.hparams, super().lr_patterns()
@@ -143,33 +128,34 @@ class OperatorTask(BaseTask):
 
     def _log_relative_errors(self, stage, pred, x, y, mask) -> None:
         """Per-sample relative L1 in percent per group, for the model and the persistence baseline."""
-        groups = self._groups(y.shape[1])
-        errs = {"model": group_relative_error(pred.float(), y.float(), mask, groups, per_sample=True)}
+        if f"{stage}_model" not in self.eval_errors:
+            return
+        self.eval_errors[f"{stage}_model"].update(pred, y, mask)
         if self.persist_index and all(i is not None for i in self.persist_index):
-            errs["persistence"] = group_relative_error(x[:, self.persist_index].float(), y.float(), mask, groups,
-                                                       per_sample=True)
-        for name, e in errs.items():
-            self._eval_errors.setdefault(name, []).append(100 * e.detach().cpu())
+            self.eval_errors[f"{stage}_persistence"].update(x[:, self.persist_index], y, mask)
 
-    def _reset_eval(self):
-        self._eval_errors: dict[str, list[torch.Tensor]] = {}
+    def _reset_eval(self, stage: str) -> None:
+        for name in ("model", "persistence"):
+            self.eval_errors[f"{stage}_{name}"].reset()
 
     def on_validation_epoch_start(self):
-        self._reset_eval()
+        self._reset_eval("val")
 
     def on_test_epoch_start(self):
-        self._reset_eval()
+        self._reset_eval("test")
 
     def _log_medians(self, stage: str) -> None:
         """Median over samples of the relative L1 (%) per group, and their mean over groups (Poseidon)."""
-        for name, chunks in getattr(self, "_eval_errors", {}).items():
-            errs = self.all_gather(torch.cat(chunks)).reshape(-1, len(self.group_names)) if self.trainer.world_size > 1 \
-                else torch.cat(chunks)
-            med = errs.nanmedian(0).values
+        for name in ("model", "persistence"):
+            metric = self.eval_errors[f"{stage}_{name}"]
+            if not metric.update_called:
+                continue
+            med = metric.compute()["median"].reshape(-1)  # every rank's samples (torchmetrics syncs under DDP)
             prefix = f"{stage}/median_rel_l1" + ("" if name == "model" else f"_{name}")
             for g, m in zip(self.group_names, med):
                 self.log(f"{prefix}/{g}", m, sync_dist=False, rank_zero_only=True)
             self.log(prefix, med.nanmean(), prog_bar=name == "model", rank_zero_only=True)
+            metric.reset()
 
     def on_validation_epoch_end(self):
         self._log_medians("val")
