@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sciformer.kernels.layer_norm import time_conditioned_layer_norm
+
 
 class TimeConditionedLayerNorm(nn.Module):
     """LayerNorm over the last axis whose affine parameters are affine functions of the lead time.
@@ -38,12 +40,8 @@ class TimeConditionedLayerNorm(nn.Module):
         """x: [B, ..., dim]; t: [B] lead times or None (steady, t = 1)."""
         if not self.time_conditioning:
             return F.layer_norm(x, (self.dim,), self.weight, self.bias, self.eps)
-        if t is None:
-            return F.layer_norm(x, (self.dim,), self.weight + self.weight_t, self.bias + self.bias_t, self.eps)
-        t = t.to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))  # [B, 1, ..., 1]
-        gamma = self.weight + self.weight_t * t  # [B, 1, ..., dim]
-        beta = self.bias + self.bias_t * t
-        return torch.addcmul(beta, F.layer_norm(x, (self.dim,), eps=self.eps), gamma)
+        # reference formula (and its fused fast path) in sciformer.kernels.layer_norm
+        return time_conditioned_layer_norm(x, t, self.weight, self.bias, self.weight_t, self.bias_t, self.eps)
 
     def extra_repr(self) -> str:
         return f"{self.dim}, time_conditioning={self.time_conditioning}, eps={self.eps}"
