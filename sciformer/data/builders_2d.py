@@ -89,7 +89,7 @@ def _attrs(name: str, pde: str, solver: str, bcs: dict, generator: dict[str, Any
 
 # ---- incompressible Navier–Stokes ------------------------------------------------------------------
 def ns_initial_vorticity(family: str, solver: NavierStokes2D, rng: np.random.Generator, p: dict) -> np.ndarray:
-    """Initial vorticity of one NS family (see ``datasets/ns/README.md`` for the formulas)."""
+    """Initial vorticity of one NS family (formulas in ``datasets/ns-2d/README.md``)."""
     n = solver.n
     X, Y = _periodic_grid(n)
     if family == "sines":

@@ -129,3 +129,14 @@ def test_built_stores_feed_the_data_module(tmp_path):
     assert next(iter(steady.train_dataloader()))["x"].shape == (2, 1, N, N)
     wave = FieldDataModule([str(_build("wave-gauss", tmp_path / "w.zarr", trajectories=10))], batch_size=2)
     assert wave.spec["inputs"] == ["u", "c"] and wave.spec["outputs"] == ["u"]
+
+
+def test_tgv_3d_uses_the_shared_runner(tmp_path):
+    """builders_3d runs through the same process-pool runner: serial and pooled builds are identical."""
+    a = _resolve(BUILDERS, "tgv-3d", "builder")(tmp_path / "a.zarr", trajectories=2, resolution=8, seed=0,
+                                                t_end=0.2, snapshots=2, workers=1)
+    b = _resolve(BUILDERS, "tgv-3d", "builder")(tmp_path / "b.zarr", trajectories=2, resolution=8, seed=0,
+                                                t_end=0.2, snapshots=2, workers=2)
+    assert _digest(a) == _digest(b)
+    s = FieldStore(a)
+    assert s.variables == ["u", "v", "w"] and s.spatial_shape == (8, 8, 8)
