@@ -1,0 +1,99 @@
+"""End to end through the `sciformer` command: convert a CSV, fit, test; checkpoints tied to their lookback."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from sciformer.cli import main
+from sciformer.errors import CheckpointError
+from sciformer.tasks.forecast import ForecastTask
+
+CONFIG = """
+seed_everything: 0
+trainer:
+  max_epochs: 2
+  accelerator: cpu
+  enable_progress_bar: false
+  enable_model_summary: false
+  log_every_n_steps: 1
+  default_root_dir: {root}
+  logger: {{class_path: lightning.pytorch.loggers.CSVLogger, init_args: {{save_dir: {root}, name: csv}}}}
+  callbacks:
+    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
+      init_args: {{monitor: val/mse, mode: min, save_top_k: 1, filename: best, dirpath: {root}/checkpoints}}
+model:
+  class_path: sciformer.tasks.forecast.ForecastTask
+  init_args: {{model: itransformer-tiny, lr: 3.0e-3, model_options: {{quantiles: {quantiles}}}}}
+data:
+  class_path: sciformer.data.series_module.SeriesDataModule
+  init_args: {{stores: [{store}], lookback: 24, horizon: 12, batch_size: 16, eval_batch_size: 64}}
+"""
+
+
+@pytest.fixture
+def store(tmp_path):
+    # a daily cycle plus noise, hourly, CRLF line endings: 30 days = 720 rows
+    t = pd.date_range("2021-03-01", periods=720, freq="h")
+    rng = np.random.default_rng(0)
+    hours = np.arange(720)
+    v = np.stack([np.sin(2 * np.pi * hours / 24) + 0.1 * rng.normal(size=720),
+                  np.cos(2 * np.pi * hours / 24) + 0.1 * rng.normal(size=720), 5 + rng.normal(size=720)], 1)
+    csv = tmp_path / "tiny.csv"
+    pd.DataFrame(v, columns=["s", "c", "OT"]).assign(date=t)[["date", "s", "c", "OT"]].to_csv(
+        csv, index=False, lineterminator="\r\n")
+    out = tmp_path / "tiny.zarr"
+    assert main(["data", "convert", str(csv), str(out), "--from", "csv"]) == 0
+    return out
+
+
+def _metrics(root):
+    """Metrics of the latest run (fit and test log to their own versions)."""
+    runs = sorted((root / "csv").glob("version_*/metrics.csv"), key=lambda p: int(p.parent.name.split("_")[1]))
+    return pd.read_csv(runs[-1])
+
+
+@pytest.mark.parametrize("quantiles", [[], [0.1, 0.5, 0.9]], ids=["point", "quantile"])
+def test_convert_fit_test(tmp_path, store, quantiles, capsys):
+    root = tmp_path / "run"
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(CONFIG.format(root=root, store=store, quantiles=quantiles))
+    assert main(["fit", "-c", str(cfg)]) == 0, capsys.readouterr().err[-2000:]
+    m = _metrics(root)
+    val = m.dropna(subset=["val/mse"])
+    assert len(val) == 2
+    # the model learns the daily cycle: better than the lookback-mean and persistence baselines
+    assert val["val/mse"].iloc[-1] < val["val/mse_mean"].iloc[-1]
+    assert val["val/mse"].iloc[-1] < val["val/mse_persistence"].iloc[-1]
+    if quantiles:
+        assert {"val/crps", "val/wql"} <= set(m.columns)
+    ckpt = root / "checkpoints" / "best.ckpt"
+    assert main(["test", "-c", str(cfg), "--ckpt_path", str(ckpt)]) == 0, capsys.readouterr().err[-2000:]
+    tested = _metrics(root)
+    assert "test/mse" in tested and np.isfinite(tested["test/mse"].dropna()).all()
+    assert len(tested["test/mse"].dropna()) == 1
+
+
+def test_checkpoint_with_other_lookback_is_refused(tmp_path, store, capsys):
+    root = tmp_path / "run"
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(CONFIG.format(root=root, store=store, quantiles=[]).replace("max_epochs: 2", "max_epochs: 1"))
+    assert main(["fit", "-c", str(cfg)]) == 0
+    ckpt = str(root / "checkpoints" / "best.ckpt")
+    spec = {"lookback": 48, "horizon": 12, "n_time_features": 4}
+    with pytest.raises(CheckpointError, match="seq_len=24 but the data's lookback is 48"):
+        ForecastTask(model=None, pretrained=ckpt, data_spec=spec)
+    task = ForecastTask(model=None, pretrained=ckpt, data_spec={**spec, "lookback": 24})  # fine-tuning start
+    ref = torch.load(ckpt, weights_only=True)["state_dict"]
+    assert torch.equal(task.model.embed.weight, ref["model.embed.weight"])
+
+
+def test_halving_schedule_matches_reference():
+    task = ForecastTask(model="itransformer-tiny", lr=1e-3)
+    opt = task.configure_optimizers()
+    sched, lrs = opt["lr_scheduler"]["scheduler"], []
+    for _ in range(4):
+        lrs.append(opt["optimizer"].param_groups[0]["lr"])
+        opt["optimizer"].step()
+        sched.step()
+    assert lrs == [1e-3, 1e-3, 5e-4, 2.5e-4]  # epochs 1-2 at lr0, then halved every epoch
