@@ -13,6 +13,7 @@ from sciformer.nn.window_attention import (
     SwinV2Block,
     WindowAttention,
     attention_mask,
+    cosine_window_attention,
     relative_coordinates,
     window_geometry,
 )
@@ -107,11 +108,27 @@ def test_masks_and_coordinates_are_cached_and_exact():
     assert m1 is attention_mask(6, 10, 4, 4, 2, 2, cpu)  # cache hit: built once per geometry
     assert attention_mask(8, 8, 8, 8, 0, 0, cpu) is None  # one unshifted, unpadded window: no mask at all
     assert m1.shape == (2 * 3, 16, 16)
-    table, index = relative_coordinates(3, 3, cpu)
-    assert table.shape == (25, 2) and index.shape == (81,)
-    # query (2, 0) = token 6, key (0, 0) = token 0: offset (+2, 0), c = 8·2/2 = 8 -> log2(9)/3
-    assert table[index[6 * 9 + 0].item()].tolist() == pytest.approx([math.log2(9) / 3, 0.0])
-    assert table[12].tolist() == [0.0, 0.0]
+    table = relative_coordinates(3, 3, cpu)
+    assert table.shape == (5, 5, 2)
+    # offset (+2, 0) at window 3: c = 8·2/2 = 8 -> log2(9)/3; offset (−1, 0): c = −4 -> −log2(5)/3; 0 -> 0
+    assert table[2 + 2, 0 + 2].tolist() == pytest.approx([math.log2(9) / 3, 0.0])
+    assert table[-1 + 2, 0 + 2].tolist() == pytest.approx([-math.log2(5) / 3, 0.0])
+    assert table[2, 2].tolist() == [0.0, 0.0]
+
+
+def test_cpu_training_path_equals_sdpa():
+    """The explicit path used for CPU training (learned bias needs a gradient) is the same function as SDPA."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 2, 16, 4, dtype=torch.float64) for _ in range(3))
+    scale = torch.rand(2, 1, 1, dtype=torch.float64) * 5
+    bias = torch.randn(2, 16, 16, dtype=torch.float64, requires_grad=True)
+    mask = attention_mask(8, 6, 4, 4, 2, 0, torch.device("cpu")).double()  # 4 windows, shift + padded keys
+    explicit = cosine_window_attention(q, k, v, scale, bias, mask)  # grad enabled + learned bias: explicit path
+    with torch.no_grad():
+        sdpa = cosine_window_attention(q, k, v, scale, bias, mask)
+    torch.testing.assert_close(explicit.detach(), sdpa, rtol=1e-12, atol=1e-12)
+    (g,) = torch.autograd.grad(explicit.square().sum(), bias)
+    assert torch.isfinite(g).all() and g.abs().sum() > 0
 
 
 def test_padded_keys_get_no_weight_and_padded_grid_gradients_are_finite():
