@@ -5,7 +5,7 @@
 (rotational form: ``u·∇u = ω × u + ∇|u|²/2``; the gradient and the pressure are removed by the Leray projection
 ``P f̂ = f̂ − k (k·f̂)/|k|²``). Time stepping: classic RK4 with an integrating factor ``exp(−ν|k|² t)``, so the
 viscous decay of each mode is exact and the step is limited only by advection (CFL). The state is kept
-dealiased (modes with ``|k_i| > n/3`` on any axis are zero), which makes the semi-discrete system conserve
+dealiased (modes with ``|k_i| ≥ n/3`` on any axis are zero: alias-free for every n), which makes the semi-discrete system conserve
 energy and helicity exactly when ν = 0 (the products of band-limited fields are alias-free on the kept modes).
 
 Fields are numpy arrays ``u [3, n, n, n]`` (components u, v, w on axes x, y, z; grid ``x_j = j L / n``).
@@ -57,7 +57,7 @@ class NavierStokes3D:
         self.k2 = (self.k ** 2).sum(0)
         self.k2_safe = np.where(self.k2 == 0, 1.0, self.k2)
         cut = n / 3 * (2 * math.pi / length)
-        self.mask = (np.abs(self.k) <= cut + 1e-9).all(0) if dealias else np.ones_like(self.k2, dtype=bool)
+        self.mask = (np.abs(self.k) < cut - 1e-9).all(0) if dealias else np.ones_like(self.k2, dtype=bool)
 
     # ---- transforms and diagnostics ----------------------------------------------------------------
     def fft(self, u: np.ndarray) -> np.ndarray:
