@@ -1,0 +1,63 @@
+"""Window attention fast paths (compiled on CPU; FlexAttention on CUDA) against the SDPA reference."""
+
+import pytest
+import torch
+
+from sciformer import kernels
+from sciformer.kernels import window_attention as wa
+from sciformer.nn.window_attention import attention_mask
+
+
+def _inputs(device, dtype, seed, b=2, nw=4, heads=3, win=4, d=8, shifted=True):
+    """Random q, k, v, logit scale and position bias; the shift mask of a 2×2-window grid (nW = 4)."""
+    g = torch.Generator().manual_seed(seed)
+    n = win * win
+    q, k, v = (torch.randn(b, nw, heads, n, d, generator=g, dtype=dtype).to(device).requires_grad_()
+               for _ in range(3))
+    scale = (torch.rand(heads, 1, 1, generator=g, dtype=dtype) * 9 + 1).to(device).requires_grad_()
+    bias = (16 * torch.rand(heads, n, n, generator=g, dtype=dtype)).to(device).requires_grad_()
+    side = 2 * win - 1  # 7×7 tokens: padded to 8×8 (padded keys masked) and shifted by win // 2
+    mask = attention_mask(side, side, win, win, win // 2 if shifted else 0, win // 2 if shifted else 0,
+                          torch.device(device))
+    return (q, k, v, scale, bias), mask
+
+
+def _value_and_grads(fn, leaves, mask, seed):
+    y = fn(*leaves, mask)
+    cot = torch.randn(y.shape, generator=torch.Generator().manual_seed(seed), dtype=y.dtype).to(y.device)
+    return y, torch.autograd.grad(y, leaves, cot)
+
+
+def _check(fn, device, dtype, tol, shifted, seed=0):
+    leaves, mask = _inputs(device, dtype, seed, shifted=shifted)
+    assert (mask is not None) and bool((mask < 0).any())  # padding (and shift) regions are exercised
+    y_ref, g_ref = _value_and_grads(wa.reference, leaves, mask, seed + 1)
+    y_fast, g_fast = _value_and_grads(fn, leaves, mask, seed + 1)
+    torch.testing.assert_close(y_fast, y_ref, rtol=tol, atol=tol)
+    for a, b in zip(g_fast, g_ref):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-9), (torch.float32, 1e-4)])
+def test_compiled_matches_reference_cpu(dtype, tol):
+    _check(wa._compiled("reference"), "cpu", dtype, tol, shifted=True)
+
+
+def test_dispatch_uses_reference_unless_compile_mode(monkeypatch):
+    leaves, mask = _inputs("cpu", torch.float32, 3)
+    calls = []
+    monkeypatch.setattr(wa, "_compiled", lambda name: lambda *a: calls.append(name) or wa.reference(*a))
+    with kernels.use("auto"):
+        ref = wa.cosine_window_attention(*leaves, mask)
+    assert calls == []
+    with kernels.use("compile"):
+        out = wa.cosine_window_attention(*leaves, mask)
+    assert calls == ["reference"]  # no FlexAttention on CPU
+    torch.testing.assert_close(out, ref)
+    assert not wa.flex_available(torch.device("cpu"))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("shifted", [False, True])
+def test_flex_matches_reference_cuda(shifted):
+    _check(wa._compiled("flex"), "cuda", torch.float32, 1e-4, shifted)
