@@ -97,3 +97,36 @@ def test_halving_schedule_matches_reference():
         opt["optimizer"].step()
         sched.step()
     assert lrs == [1e-3, 1e-3, 5e-4, 2.5e-4]  # epochs 1-2 at lr0, then halved every epoch
+
+
+class _LinearOracle(torch.nn.Module):
+    """Continues each variate's straight line exactly; adds mark[0] of the last lookback step (alignment)."""
+
+    def __init__(self, seq_len=8, pred_len=3):
+        super().__init__()
+        self.config = type("C", (), {"seq_len": seq_len, "pred_len": pred_len, "quantiles": []})()
+
+    def forward(self, x, x_mark=None):
+        slope = x[:, -1] - x[:, -2]
+        steps = torch.arange(1, self.config.pred_len + 1, dtype=x.dtype)[None, :, None]
+        shift = 0 if x_mark is None else x_mark[:, -1:, :1]  # [B, 1, 1]
+        return x[:, -1:] + slope[:, None] * steps + shift
+
+
+def test_roll_forward_feeds_forecasts_back():
+    from sciformer.tasks.forecast import roll_forward
+
+    t = torch.arange(8, dtype=torch.float64)
+    x = torch.stack([2 * t + 1, -t], -1)[None]  # [1, 8, 2], two straight lines
+    out = roll_forward(_LinearOracle(), x, length=7)  # 3 + 3 + 1 steps, beyond the horizon of 3
+    future = torch.arange(8, 15, dtype=torch.float64)
+    torch.testing.assert_close(out[0], torch.stack([2 * future + 1, -future], -1))
+    # the time features slide with the window: a mark equal to the step index shifts each block by its start
+    marks = torch.zeros(1, 15, 1, dtype=torch.float64)
+    marks[0, 7] = 100.0  # only the first window's last lookback mark is non-zero
+    shifted = roll_forward(_LinearOracle(), x, length=7, marks=marks)
+    # block 1 is shifted by 100; block 2 continues block 1's last value and slope, so it is shifted too; block 2's
+    # own last lookback mark (index 10) is 0, so no second shift
+    torch.testing.assert_close(shifted[0] - out[0], torch.full((7, 2), 100.0, dtype=torch.float64))
+    with pytest.raises(ValueError, match="marks cover"):
+        roll_forward(_LinearOracle(), x, length=6, marks=marks[:, :10])
