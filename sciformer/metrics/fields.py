@@ -24,7 +24,7 @@ REL_EPS = 1e-10  # Poseidon: a zero denominator becomes 1e-10
 def spatial_axes(x: Tensor, spatial_dims: int | None = None) -> tuple[int, ...]:
     """The trailing spatial axes of ``x`` (default: all after ``[B, C]``)."""
     d = x.ndim - 2 if spatial_dims is None else int(spatial_dims)
-    if not 1 <= d <= x.ndim - 1:
+    if not 1 <= d <= x.ndim:
         raise ValueError(f"spatial_dims={spatial_dims} does not fit a tensor of shape {tuple(x.shape)}")
     return tuple(range(x.ndim - d, x.ndim))
 

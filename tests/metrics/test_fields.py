@@ -179,6 +179,9 @@ def test_energy_spectrum_single_modes_land_in_their_shell():
     want[3], want[5] = 0.25, 0.0625  # ½·mean(f_k²) = ½·½ and ½·(¼·½)
     torch.testing.assert_close(e[0, 0], want, atol=1e-14, rtol=0)
     torch.testing.assert_close(e.sum(), 0.5 * (f ** 2).mean())  # Parseval
+    torch.testing.assert_close(S.energy_spectrum(f, 2)[1], e[0, 0])  # an unbatched field works too
+    with pytest.raises(ValueError, match="does not fit"):
+        S.energy_spectrum(f, 3)
     X3, Y3, Z3 = _grid(8, 3)
     k3, e3 = S.energy_spectrum(torch.cos(2 * math.pi * (X3 + Y3 + Z3))[None], 3)  # |κ| = √3 → shell 2
     assert e3[0].argmax().item() == 2 and e3[0, 2].item() == pytest.approx(0.25)
