@@ -252,9 +252,44 @@ def run_cell(ckpt: Path, data: Path, n: int, kind: str, seed: int, cfg: SweepCon
                         gradient_clip_val=5.0, deterministic=False)
     trainer.fit(task, datamodule=dm)
     metrics = trainer.test(task, datamodule=dm, verbose=False)[0]
+    metrics |= physics_metrics(task.model, dm, data)
     with atomic_path(workdir / _cell_key(n, kind, seed) / "model.ckpt") as tmp:  # for rollout / export
         trainer.save_checkpoint(tmp)
     return {k: float(v) for k, v in metrics.items()}
+
+
+def physics_metrics(model: nn.Module, dm, store: Path) -> dict[str, float]:
+    """Test-split metrics on de-normalised (physical) fields, the ones the store's metadata make applicable
+    (``plan_metrics``): VRMSE, nRMSE, energy-spectrum error, boundary RMSE on walls, divergence of predicted
+    velocity (beside the data's own). Means over test pairs and scored channels; keys ``phys/<metric>``."""
+    from sciformer.data.normalization import Normalizer
+    from sciformer.data.store import open_store
+    from sciformer.metrics.fields import boundary_rmse, nrmse, vrmse
+    from sciformer.metrics.physics import divergence_rms, plan_metrics
+    from sciformer.metrics.spectra import energy_spectrum_error
+
+    outputs = list(dm.spec["outputs"])
+    plan = plan_metrics(open_store(store), variables=outputs)
+    norm = Normalizer(dm.spec["stats"])
+    vals: dict[str, list[torch.Tensor]] = {}
+    model.eval()
+    with torch.inference_mode():
+        for batch in dm.test_dataloader():
+            pred = norm.denormalize_channels(model(batch["x"], batch.get("t")).double(), outputs)
+            y = norm.denormalize_channels(batch["y"].double(), outputs)
+            scored = batch["mask"].bool().any(0) if "mask" in batch else torch.ones(len(outputs), dtype=torch.bool)
+            pred, y = pred[:, scored], y[:, scored]
+            per = {"vrmse": vrmse(pred, y), "nrmse": nrmse(pred, y), "energy_spectrum_error": energy_spectrum_error(pred, y)}
+            if "boundary_rmse" in plan.applies:
+                per["boundary_rmse"] = boundary_rmse(pred, y, plan.applies["boundary_rmse"]["axes"])
+            if "divergence" in plan.applies:
+                opt = plan.applies["divergence"]
+                idx = [[o for o, keep in zip(outputs, scored) if keep].index(v) for v in opt["velocity"]]
+                per["divergence_pred"] = divergence_rms(pred[:, idx], opt["spacing"], opt["periodic"])
+                per["divergence_data"] = divergence_rms(y[:, idx], opt["spacing"], opt["periodic"])
+            for k, v in per.items():
+                vals.setdefault(k, []).append(v.reshape(v.shape[0], -1).mean(1))
+    return {f"phys/{k}": float(torch.cat(v).nanmean()) for k, v in vals.items()}
 
 
 METRIC = "test/median_rel_l1"  # Poseidon's headline: median over samples of the relative L1 (%), mean over groups
@@ -265,12 +300,17 @@ def summarise(cells: dict[str, dict], cfg: SweepConfig) -> dict:
     import statistics
 
     kinds = ["finetuned", *cfg.baselines]
-    table: dict[str, dict[int, dict[str, float]]] = {k: {} for k in kinds}
-    for kind in kinds:
-        for n in cfg.samples:
-            vals = [cells[key][METRIC] for s in cfg.seeds if (key := _cell_key(n, kind, s)) in cells]
-            if vals:
-                table[kind][n] = {"mean": statistics.fmean(vals), "std": statistics.pstdev(vals), "seeds": len(vals)}
+    names = [METRIC, *sorted({k for c in cells.values() for k in c if k.startswith(("phys/", f"{METRIC}/"))})]
+    tables: dict[str, dict[str, dict[int, dict[str, float]]]] = {}
+    for metric in names:
+        tables[metric] = {k: {} for k in kinds}
+        for kind in kinds:
+            for n in cfg.samples:
+                vals = [v for s in cfg.seeds if (v := cells.get(_cell_key(n, kind, s), {}).get(metric)) is not None]
+                if vals:
+                    tables[metric][kind][n] = {"mean": statistics.fmean(vals), "std": statistics.pstdev(vals),
+                                               "seeds": len(vals)}
+    table = tables[METRIC]
     gains: dict[str, dict] = {}
     model = table["finetuned"]
     for base in cfg.baselines:
@@ -285,7 +325,7 @@ def summarise(cells: dict[str, dict], cfg: SweepConfig) -> dict:
             "AG": {n: accuracy_gain(table[base][n]["mean"], model[n]["mean"]) for n in ns},
             "EG": {"S": S, "value": eg, "text": eg_text},
         }
-    return {"metric": METRIC, "table": table, "gains": gains}
+    return {"metric": METRIC, "table": table, "gains": gains, "tables": tables}
 
 
 def write_report(out: Path, summary: dict, cfg: SweepConfig, meta: dict) -> None:
@@ -317,8 +357,20 @@ def write_report(out: Path, summary: dict, cfg: SweepConfig, meta: dict) -> None
         lines.append("")
         lines.append(f"Efficiency gain vs {base} at S={g['EG']['S']}: EG = {g['EG']['text']} "
                      "(samples the baseline needs / samples the fine-tuned model needs for the same error).")
+    for metric, tab in summary.get("tables", {}).items():
+        if metric == METRIC:
+            continue
+        what = PHYSICS_DEFINITIONS.get(metric.split("/", 1)[1], "") if metric.startswith("phys/") else \
+            f"median relative L1 (%) of channel group {metric.split('/')[-1]!r}"
+        lines += ["", f"### {metric}", "", what, "", "| " + " | ".join(["samples", *tab]) + " |",
+                  "|---" * (1 + len(tab)) + "|"]
+        for n in cfg.samples:
+            cellv = [tab[k].get(n) for k in tab]
+            lines.append("| " + " | ".join([str(n), *(f"{v['mean']:.4g} ± {v['std']:.2g}" if v else "—"
+                                                      for v in cellv)]) + " |")
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
+    _plot_groups(summary.get("tables", {}), cfg, out / "error_by_channel_group.png")
     fig, ax = plt.subplots(figsize=(5, 4))
     for kind, rows in table.items():
         ns = sorted(rows)
@@ -331,6 +383,39 @@ def write_report(out: Path, summary: dict, cfg: SweepConfig, meta: dict) -> None
     with atomic_path(out / "error_vs_samples.png") as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
+
+
+PHYSICS_DEFINITIONS = {
+    "vrmse": "VRMSE (The Well): sqrt(mean (ŷ−y)² / (var y + 1e-7)) per channel, physical units, mean over test pairs.",
+    "nrmse": "nRMSE (PDEBench): sqrt(mean (ŷ−y)²) / sqrt(mean y²) per channel, mean over test pairs.",
+    "energy_spectrum_error": "energy-spectrum error: Σ_k |E_pred(k) − E_true(k)| / Σ_k E_true(k) over isotropic shells.",
+    "boundary_rmse": "RMSE on the boundary points of the non-periodic axes (physical units).",
+    "divergence_pred": "RMS divergence of the predicted velocity (physical units; compare with divergence_data).",
+    "divergence_data": "RMS divergence of the data's velocity at the same resolution (the floor for divergence_pred).",
+}
+
+
+def _plot_groups(tables: dict, cfg: SweepConfig, path: Path) -> None:
+    """Bars per channel group at the largest sample count every model reached (mean over seeds)."""
+    from sciformer import report
+
+    groups = {m.split("/")[-1]: t for m, t in tables.items() if m.startswith(f"{METRIC}/")}
+    if not groups:
+        return
+    kinds = list(next(iter(groups.values())))
+    ns = [n for n in cfg.samples if all(n in t[k] for t in groups.values() for k in kinds)]
+    if not ns:
+        return
+    n = max(ns)
+    fig, axes = report.figure(1, 1, 1.2 + 1.1 * len(groups), 3.2)
+    ax, width = axes[0, 0], 0.8 / len(kinds)
+    for i, kind in enumerate(kinds):
+        ax.bar([g + i * width for g in range(len(groups))], [t[kind][n]["mean"] for t in groups.values()],
+               width, yerr=[t[kind][n]["std"] for t in groups.values()], label=kind, capsize=2)
+    ax.set_xticks([g + width * (len(kinds) - 1) / 2 for g in range(len(groups))], list(groups))
+    ax.set(ylabel="median rel. L1 (%)", title=f"{n} training trajectories")
+    ax.legend()
+    report.save_figure(fig, path)
 
 
 def sweep(ckpt: Path, data: Path, cfg: SweepConfig, out: Path) -> dict:

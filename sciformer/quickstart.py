@@ -26,10 +26,8 @@ class QuickstartConfig:
     downstream: str = "wave-gauss"
     downstream_trajectories: int = 48
     resolution: int = 32
-    model: str = "scot-t"
-    model_options: dict[str, Any] = field(default_factory=lambda: {
-        "embed_dim": 24, "depths": [1, 1, 1, 1], "num_heads": [2, 2, 4, 4], "window_size": 4, "patch_size": 2,
-        "skip_connections": [1, 1, 1, 0]})
+    model: str = "scot-tiny"
+    model_options: dict[str, Any] = field(default_factory=dict)
     pretrain_epochs: int = 12
     batch_size: int = 32
     lr: float = 2e-3
@@ -88,14 +86,14 @@ def _validation_curve(metrics_csv: Path) -> list[dict[str, float]]:
 def _plot_curve(curve: list[dict[str, float]], path: Path) -> None:
     from sciformer import report
 
-    fig, axes = report._figure(1, 1, 5, 3.5)
+    fig, axes = report.figure(1, 1, 5, 3.5)
     ax = axes[0, 0]
     epochs = [r["epoch"] + 1 for r in curve]
     ax.plot(epochs, [r["model"] for r in curve], marker="o", label="pretrained model")
     ax.plot(epochs, [r["persistence"] for r in curve], ls="--", label="persistence (copy the input)")
     ax.set(xlabel="epoch", ylabel="val median rel. L1 (%)", title="pretraining on the NS mixture")
     ax.legend()
-    report._save(fig, path)
+    report.save_figure(fig, path)
 
 
 def run(cfg: QuickstartConfig, out: Path) -> Path:

@@ -24,7 +24,7 @@ from sciformer.io import atomic_path
 LOG_METRICS = ("vrmse", "nrmse", "rmse", "mse", "rel_l1", "rel_l2", "spectrum_error")
 
 
-def _figure(nrows: int, ncols: int, width: float, height: float):
+def figure(nrows: int, ncols: int, width: float, height: float):
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
@@ -32,7 +32,7 @@ def _figure(nrows: int, ncols: int, width: float, height: float):
     return fig, axes
 
 
-def _save(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
+def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
@@ -51,7 +51,7 @@ def plot_error_growth(per_step: Mapping[str, Mapping[str, Sequence[float]]], pat
     metrics = list(per_step)
     if not metrics:
         raise ValueError("no metrics to plot")
-    fig, axes = _figure(1, len(metrics), 4.2, 3.2)
+    fig, axes = figure(1, len(metrics), 4.2, 3.2)
     for ax, metric in zip(axes[0], metrics):
         for var, values in per_step[metric].items():
             y = np.asarray(values, dtype=float)
@@ -74,7 +74,7 @@ def plot_error_growth(per_step: Mapping[str, Mapping[str, Sequence[float]]], pat
         ax.legend(fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _as_2d(a: np.ndarray) -> np.ndarray:
@@ -97,7 +97,7 @@ def plot_snapshots(truth: Mapping[str, np.ndarray], pred: Mapping[str, np.ndarra
     if not variables or not steps:
         raise ValueError("nothing to plot: no variables or no steps")
     one_d = np.asarray(pred[variables[0]]).ndim == 2
-    fig, axes = _figure(3 * len(variables), len(steps), 2.4, 2.0 if not one_d else 1.6)
+    fig, axes = figure(3 * len(variables), len(steps), 2.4, 2.0 if not one_d else 1.6)
     for r, var in enumerate(variables):
         p = np.asarray(pred[var], dtype=float)
         t = np.asarray(truth.get(var, np.full_like(p, np.nan)), dtype=float)
@@ -128,7 +128,7 @@ def plot_snapshots(truth: Mapping[str, np.ndarray], pred: Mapping[str, np.ndarra
                     ax.set_ylabel(f"{var}\n{label}", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_spectra(spectra: Mapping[str, Mapping[int, tuple[np.ndarray, np.ndarray, np.ndarray]]],
@@ -138,7 +138,7 @@ def plot_spectra(spectra: Mapping[str, Mapping[int, tuple[np.ndarray, np.ndarray
     variables = list(spectra)
     if not variables:
         raise ValueError("no spectra to plot")
-    fig, axes = _figure(1, len(variables), 4.2, 3.4)
+    fig, axes = figure(1, len(variables), 4.2, 3.4)
     for ax, var in zip(axes[0], variables):
         for n, (step, (k, e_true, e_pred)) in enumerate(sorted(spectra[var].items())):
             color = f"C{n % 10}"
@@ -154,7 +154,7 @@ def plot_spectra(spectra: Mapping[str, Mapping[int, tuple[np.ndarray, np.ndarray
         ax.legend(fontsize=6)
     if title:
         fig.suptitle(title, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _fmt(value: Any, floatfmt: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import lightning as L
+import torch
 import numpy as np
 import pytest
 from heat import heat_store
@@ -52,6 +53,12 @@ def test_sweep_writes_results_report_and_resumes(tmp_path, pretrained_ckpt, monk
         assert summary["gains"]["scratch"]["AG"][n] == pytest.approx(ag)
     report = (tmp_path / "ft" / "report.md").read_text()
     assert "| 2 |" in report and "| 4 |" in report and "AG vs scratch" in report
+    # physics-aware metrics per cell, chosen from the store's metadata: periodic axes -> no boundary RMSE,
+    # variables u, w on 2 axes -> no velocity pair -> no divergence
+    cell = res["cells"]["n=4/finetuned/seed=0"]
+    assert {"phys/vrmse", "phys/nrmse", "phys/energy_spectrum_error"} <= set(cell)
+    assert not any(k.startswith(("phys/boundary", "phys/divergence")) for k in cell)
+    assert "### phys/vrmse" in report and (tmp_path / "ft" / "error_by_channel_group.png").is_file()
     assert (tmp_path / "ft" / "error_vs_samples.png").stat().st_size > 1000
     assert (tmp_path / "ft" / "cells" / "n=4" / "finetuned" / "seed=0" / "model.ckpt").is_file()
 
@@ -75,3 +82,30 @@ def test_fno_baseline_gets_the_same_budget(tmp_path, pretrained_ckpt):
     ag = res["cells"]["n=4/fno/seed=0"][finetune.METRIC] / res["cells"]["n=4/finetuned/seed=0"][finetune.METRIC]
     assert summary["gains"]["fno"]["AG"][4] == pytest.approx(ag)
     assert "AG vs fno" in (tmp_path / "ft" / "report.md").read_text()
+
+
+class _Zero(torch.nn.Module):
+    def forward(self, x, t=None):
+        return torch.zeros(x.shape[0], 2, *x.shape[2:])
+
+
+def test_physics_metrics_of_the_mean_predictor_by_hand(tmp_path):
+    """A model that outputs 0 (normalised) predicts each variable's store mean; check VRMSE/nRMSE in numpy."""
+    data = heat_store(tmp_path / "h.zarr", ["u", "v"], n=10, seed=3)
+    dm = FieldDataModule(stores=[str(data)], batch_size=4)
+    dm.setup("test")
+    got = finetune.physics_metrics(_Zero(), dm, data)
+    stats = dm.spec["stats"]
+    mean = np.array([stats[v]["mean"] for v in dm.spec["outputs"]])[None, :, None, None]
+    vr, nr = [], []
+    for batch in dm.test_dataloader():
+        std = np.array([max(stats[v]["std"], 1e-12) for v in dm.spec["outputs"]])[None, :, None, None]
+        y = batch["y"].double().numpy() * std + mean
+        err2 = ((mean - y) ** 2).mean((2, 3))
+        vr.append(np.sqrt(err2 / (y.var((2, 3)) + 1e-7)).mean(1))
+        nr.append((np.sqrt(err2) / np.sqrt((y ** 2).mean((2, 3)))).mean(1))
+    assert got["phys/vrmse"] == pytest.approx(np.concatenate(vr).mean(), rel=1e-6)
+    assert got["phys/nrmse"] == pytest.approx(np.concatenate(nr).mean(), rel=1e-6)
+    # u, v on periodic x, y: divergence applies; a constant field has none, the random heat modes do
+    assert got["phys/divergence_pred"] == pytest.approx(0.0, abs=1e-9)
+    assert got["phys/divergence_data"] > 0.1
