@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import lightning as L
-import torch
 import numpy as np
 import pytest
+import torch
 from heat import heat_store
 
 from sciformer import finetune
