@@ -284,5 +284,5 @@ register("scot-s", ScOT, embed_dim=48, depths=(8, 8, 8, 8), **_POSEIDON)
 register("scot-b", ScOT, embed_dim=96, depths=(8, 8, 8, 8), **_POSEIDON)
 register("scot-l", ScOT, embed_dim=192, depths=(8, 8, 8, 8), **_POSEIDON)
 # Small size for CPU runs and tests (not a Poseidon size).
-register("scot-tiny", ScOT, embed_dim=24, depths=(2, 2, 2), num_heads=(3, 6, 12), skip_blocks=(1, 1, 0),
-         window_size=8, patch_size=2, image_size=64)
+register("scot-tiny", ScOT, embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 8), skip_blocks=(1, 1, 0),
+         window_size=8, patch_size=4, image_size=64)

@@ -1,0 +1,128 @@
+"""scOT training-step benchmark: forward + loss + backward time and peak memory (Poseidon's protocol).
+
+scOT-T, batch 4, 4 channels, 128², lead time as input, float32 (and bf16 autocast separately); scOT-B at batch 1.
+Median of ``--steps`` (≥ 5) after 2 warm-up steps, ``--threads`` (2) CPU threads. Each configuration runs in its
+own process so peak memory (max RSS on CPU, ``max_memory_allocated`` on CUDA) is its own. Upstream figure (Poseidon's
+scOT-T with transformers 4.29.2, same protocol, this machine kind, idle): 0.60–0.65 s/step and 1.2–1.3 s of
+process CPU time per step (both threads busy). CPU time (``CPU s``) is reported because it is less distorted than
+wall time when other jobs share the cores.
+
+    python benchmarks/scot_step.py                      # CPU table + benchmarks/results/scot_step.json
+    python benchmarks/scot_step.py --device cuda --batch-gpu 32    # GPU: bf16, tokens/s and MFU too
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+UPSTREAM_T_S = (0.60, 0.65)
+RESULTS = Path(__file__).resolve().parent / "results" / "scot_step.json"
+
+
+def one(name: str, batch: int, res: int, precision: str, steps: int, threads: int, device: str) -> dict:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from sciformer import models
+    from sciformer.tasks.operator import group_relative_error
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = models.get(name, in_channels=4, out_channels=4, image_size=res).to(device).train()
+    x = torch.randn(batch, 4, res, res, device=device)
+    y = torch.randn(batch, 4, res, res, device=device)
+    t = torch.rand(batch, device=device)
+    mask = torch.ones(batch, 4, device=device)
+    groups = [[0], [1, 2], [3]]
+    dtype = torch.bfloat16 if precision == "bf16" else None
+
+    def step():
+        with torch.autocast(device_type=device, dtype=dtype, enabled=dtype is not None):
+            pred = model(x, t)
+        loss = group_relative_error(pred.float(), y, mask, groups).mean()
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    with FlopCounterMode(display=False) as fc:
+        step()
+    flops = fc.get_total_flops()
+    times, cpu = [], []
+    for i in range(2 + steps):
+        t0, c0 = time.perf_counter(), time.process_time()
+        step()
+        if i >= 2:
+            times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+    peak = (torch.cuda.max_memory_allocated() if device == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    med = statistics.median(times)
+    return {"model": name, "batch": batch, "resolution": res, "precision": precision, "device": device,
+            "threads": threads, "median_s": med, "min_s": min(times), "max_s": max(times),
+            "cpu_s": statistics.median(cpu), "steps": steps,
+            "gflop_per_step": flops / 1e9, "achieved_gflops": flops / med / 1e9,
+            "tokens_per_s": batch * (res // 4) ** 2 / med, "peak_memory_gib": peak / 2**30,
+            "params": sum(p.numel() for p in model.parameters())}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-gpu", type=int, default=32)
+    p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak for MFU (H100/H200 SXM: 989)")
+    p.add_argument("--only", help="internal: run one configuration as JSON 'name,batch,res,precision'")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    a = p.parse_args()
+    if a.only:
+        name, batch, res, precision = a.only.split(",")
+        print(json.dumps(one(name, int(batch), int(res), precision, a.steps, a.threads, a.device)))
+        return
+    if a.device == "cuda":
+        configs = [("scot-t", a.batch_gpu, 128, "bf16"), ("scot-t", a.batch_gpu, 128, "fp32"),
+                   ("scot-b", a.batch_gpu, 128, "bf16"), ("scot-l", a.batch_gpu // 4, 128, "bf16")]
+    else:
+        configs = [("scot-t", 4, 128, "fp32"), ("scot-t", 4, 128, "bf16"), ("scot-b", 1, 128, "fp32"),
+                   ("scot-b", 1, 128, "bf16")]
+    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads))
+    rows = []
+    for c in configs:
+        cmd = [sys.executable, __file__, "--only", ",".join(map(str, c)), "--steps", str(a.steps),
+               "--threads", str(a.threads), "--device", a.device]
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if r.returncode:
+            print(f"{c}: failed\n{r.stderr[-2000:]}", file=sys.stderr)
+            continue
+        row = json.loads(r.stdout.strip().splitlines()[-1])
+        if a.device == "cuda":
+            row["mfu"] = row["achieved_gflops"] / (a.peak_tflops * 1e3)
+        rows.append(row)
+    load = os.getloadavg()
+    print(f"scOT fwd+bwd ({a.device}, {a.threads} threads; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})")
+    print(f"{'model':8} {'batch':>5} {'prec':>5} {'median s':>9} {'min s':>7} {'GFLOP':>7} {'GFLOP/s':>8} "
+          f"{'tokens/s':>9} {'peak GiB':>8} {'CPU s':>6}" + ("  MFU" if a.device == "cuda" else ""))
+    for r in rows:
+        print(f"{r['model']:8} {r['batch']:>5} {r['precision']:>5} {r['median_s']:>9.3f} {r['min_s']:>7.3f} "
+              f"{r['gflop_per_step']:>7.1f} {r['achieved_gflops']:>8.1f} {r['tokens_per_s']:>9.0f} "
+              f"{r['peak_memory_gib']:>8.2f} {r['cpu_s']:>6.2f}" + (f"  {r['mfu']:.1%}" if a.device == "cuda" else ""))
+    if a.device == "cpu":
+        print(f"upstream Poseidon scOT-T (fp32, batch 4, 128², 2 threads, idle): "
+              f"{UPSTREAM_T_S[0]:.2f}-{UPSTREAM_T_S[1]:.2f} s/step (1.2-1.3 CPU s); target <= 0.40 s")
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps({"rows": rows, "loadavg": load, "machine": platform.processor() or platform.machine(),
+                                 "upstream_scot_t_s": UPSTREAM_T_S}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
