@@ -360,3 +360,40 @@ def test_converted_checkpoint_computes_the_upstream_function(cfg):
     assert expected.abs().mean() > 1e-3
     # HF builds its relative-coordinate table in float32: agreement to ~1e-6 relative, not 1e-12
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
+
+
+# ---- fitting into the rest of sciformer: channel adaptation and Poseidon's learning-rate groups --------------
+def test_channel_adaptation_reuses_embedding_and_recovery_channels_by_name():
+    from sciformer.finetune import Pretrained, adapt
+
+    torch.manual_seed(0)
+    pre_model = models.get("scot-tiny", in_channels=4, out_channels=4)
+    spec = {"inputs": ["rho", "u", "v", "p"], "outputs": ["rho", "u", "v", "p"]}
+    pre = Pretrained("ScOT", {k: getattr(pre_model.config, k) for k in ("embed_dim", "depths", "num_heads",
+                                                                       "skip_blocks", "window_size", "patch_size")},
+                     pre_model.state_dict(), spec)
+    model, report = adapt(pre, {"inputs": ["u", "v", "c"], "outputs": ["u", "v"], "in_channels": 3, "out_channels": 2})
+    assert sorted(report["copied_by_channel"]) == ["embeddings.proj.weight", "patch_recovery.mixup.weight",
+                                                   "patch_recovery.projection.bias",
+                                                   "patch_recovery.projection.weight"]
+    assert report["reinitialised"] == []
+    old, new = pre_model.state_dict(), model.state_dict()
+    torch.testing.assert_close(new["embeddings.proj.weight"][:, :2], old["embeddings.proj.weight"][:, 1:3])
+    torch.testing.assert_close(new["patch_recovery.mixup.weight"], old["patch_recovery.mixup.weight"][1:3, 1:3])
+    torch.testing.assert_close(new["encoder.1.blocks.0.attn.qkv.weight"], old["encoder.1.blocks.0.attn.qkv.weight"])
+
+
+def test_poseidon_learning_rate_groups():
+    from sciformer.tasks.operator import OperatorTask
+
+    task = OperatorTask(model="scot-tiny", lr=1e-4, lr_embedding_recovery=1e-3, lr_time_embedding=2e-3,
+                        data_spec={"in_channels": 4, "out_channels": 4})
+    names = {id(p): n for n, p in task.model.named_parameters()}
+    by_lr: dict[float, set[str]] = {}
+    for g in task.param_groups():
+        by_lr.setdefault(g["lr"], set()).update(names[id(p)] for p in g["params"])
+    assert by_lr[1e-3] == {n for n in names.values() if n.startswith(("embeddings.", "patch_recovery."))}
+    norms = {n for n in by_lr[2e-3]}
+    assert norms and all(".norm" in n for n in norms)
+    assert len(norms) == 4 * (sum(1 for n in names.values() if n.endswith("weight_t")) - 1)  # all but embeddings.norm
+    assert "encoder.0.blocks.0.attn.qkv.weight" in by_lr[1e-4]
