@@ -6,7 +6,8 @@ they pick the implementation by device, availability and the mode set by ``SCIFO
 top-level ``kernels/``.
 """
 
+from sciformer.kernels.cpu_memory import keep_freed_memory
 from sciformer.kernels.dispatch import ENV, MODES, compiled_enabled, mode, use
 from sciformer.kernels.layer_norm import time_conditioned_layer_norm
 
-__all__ = ["ENV", "MODES", "compiled_enabled", "mode", "use", "time_conditioned_layer_norm"]
+__all__ = ["ENV", "MODES", "compiled_enabled", "mode", "use", "time_conditioned_layer_norm", "keep_freed_memory"]
