@@ -75,6 +75,37 @@ def one(name: str, batch: int, res: int, precision: str, steps: int, threads: in
             "params": sum(p.numel() for p in model.parameters())}
 
 
+def blocks_vs_hf(threads: int, reps: int = 12) -> list[dict]:
+    """One SwinV2 layer fwd+bwd at scOT-T's level shapes (batch 4): ours vs Hugging Face's ``Swinv2Layer`` (the
+    attention Poseidon's scOT runs), interleaved, process CPU time, 3rd-best of ``reps`` (robust to shared cores).
+    Plain LayerNorms on both sides. Needs the optional ``transformers``."""
+    import torch
+    import transformers
+    from transformers.models.swinv2.modeling_swinv2 import Swinv2Layer
+
+    from sciformer.nn.window_attention import SwinV2Block
+
+    torch.set_num_threads(threads)
+    cfg = transformers.Swinv2Config(window_size=16, mlp_ratio=4.0, qkv_bias=True, hidden_act="gelu", drop_path_rate=0.0)
+    rows = []
+    for res, dim, heads, shifted in [(32, 48, 3, True), (16, 96, 6, False), (8, 192, 12, False), (4, 384, 24, False)]:
+        hf = Swinv2Layer(cfg, dim, (res, res), heads, shift_size=8 if shifted else 0)
+        ours = SwinV2Block(dim, heads, 16, shifted, time_conditioning=False)
+        x = torch.randn(4, res, res, dim, requires_grad=True)
+        xf = x.detach().reshape(4, res * res, dim).requires_grad_()
+        times: dict[str, list[float]] = {"hf": [], "ours": []}
+        for _ in range(reps):
+            for k in times:
+                c0 = time.process_time()
+                out = hf(xf, (res, res))[0] if k == "hf" else ours(x, None)
+                out.sum().backward()
+                times[k].append(time.process_time() - c0)
+        best = {k: sorted(v)[2] for k, v in times.items()}
+        rows.append({"tokens": f"{res}x{res}", "dim": dim, "heads": heads, "shifted": shifted,
+                     "hf_ms": 1e3 * best["hf"], "ours_ms": 1e3 * best["ours"], "speedup": best["hf"] / best["ours"]})
+    return rows
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=5)
@@ -85,6 +116,9 @@ def main() -> None:
     p.add_argument("--only", help="internal: run one configuration as JSON 'name,batch,res,precision'")
     p.add_argument("--out", type=Path, default=RESULTS)
     a = p.parse_args()
+    if a.only == "blocks":
+        print(json.dumps(blocks_vs_hf(a.threads)))
+        return
     if a.only:
         name, batch, res, precision = a.only.split(",")
         print(json.dumps(one(name, int(batch), int(res), precision, a.steps, a.threads, a.device)))
@@ -119,8 +153,21 @@ def main() -> None:
     if a.device == "cpu":
         print(f"upstream Poseidon scOT-T (fp32, batch 4, 128², 2 threads, idle): "
               f"{UPSTREAM_T_S[0]:.2f}-{UPSTREAM_T_S[1]:.2f} s/step (1.2-1.3 CPU s); target <= 0.40 s")
+    blocks = []
+    if a.device == "cpu":
+        r = subprocess.run([sys.executable, __file__, "--only", "blocks", "--threads", str(a.threads)],
+                           capture_output=True, text=True, env=env)
+        if r.returncode == 0:
+            blocks = json.loads(r.stdout.strip().splitlines()[-1])
+            print("\none SwinV2 layer fwd+bwd, batch 4 (process CPU ms, 3rd best of 12, interleaved)")
+            print(f"{'tokens':>7} {'dim':>4} {'shift':>5} {'HF Swinv2Layer':>15} {'sciformer':>10} {'speedup':>8}")
+            for b in blocks:
+                print(f"{b['tokens']:>7} {b['dim']:>4} {str(b['shifted']):>5} {b['hf_ms']:>15.1f} {b['ours_ms']:>10.1f} "
+                      f"{b['speedup']:>7.2f}x")
+        else:
+            print("(block comparison skipped: needs the optional `transformers`)")
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps({"rows": rows, "loadavg": load, "machine": platform.processor() or platform.machine(),
+    a.out.write_text(json.dumps({"rows": rows, "blocks_vs_hf": blocks, "loadavg": load, "machine": platform.processor() or platform.machine(),
                                  "upstream_scot_t_s": UPSTREAM_T_S}, indent=2))
 
 

@@ -8,6 +8,7 @@ through ``sciformer convert poseidon`` and both networks must compute the same f
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -397,3 +398,35 @@ def test_poseidon_learning_rate_groups():
     assert norms and all(".norm" in n for n in norms)
     assert len(norms) == 4 * (sum(1 for n in names.values() if n.endswith("weight_t")) - 1)  # all but embeddings.norm
     assert "encoder.0.blocks.0.attn.qkv.weight" in by_lr[1e-4]
+
+
+@pytest.mark.slow  # ~10 s idle (mostly Lightning start-up), ~30 s on the shared machine
+def test_tiny_pretraining_config_runs_through_the_cli(tmp_path):
+    """configs/pretrain/scot_tiny_cpu.yaml end to end on a small advected-field store written here."""
+    import csv
+
+    import numpy as np
+
+    from sciformer.data.store import write_store
+
+    n, steps, res = 10, 9, 32
+    x = np.arange(res) / res
+    rng = np.random.default_rng(0)
+    phase = rng.uniform(0, 2 * np.pi, (n, 1, 1, 1))
+    tt = np.linspace(0, 1, steps)[None, :, None, None]
+    u = np.sin(2 * np.pi * (x[None, None, :, None] - 0.3 * tt) + phase) * np.cos(2 * np.pi * x)[None, None, None, :]
+    data = {"u": u.astype(np.float32), "v": (0.5 * u[..., ::-1]).astype(np.float32).copy()}
+    write_store(tmp_path / "s.zarr", data, {"u": {"role": "state"}, "v": {"role": "state"}}, np.linspace(0, 1, steps),
+                {"x": x, "y": x}, {"boundary_conditions": {"x": "periodic", "y": "periodic"}})
+    config = Path(__file__).resolve().parents[2] / "configs" / "pretrain" / "scot_tiny_cpu.yaml"
+    r = subprocess.run([sys.executable, "-m", "sciformer.cli", "fit", "-c", str(config),
+                        f"--data.init_args.stores=[{tmp_path / 's.zarr'}]", "--trainer.max_epochs=1",
+                        "--trainer.limit_train_batches=4", "--trainer.limit_val_batches=2",
+                        f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}",
+                        "--trainer.enable_progress_bar=false"],
+                       capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = list(csv.DictReader(open(next(tmp_path.glob("csv/version_*/metrics.csv")))))
+    val = [row for row in rows if row.get("val/median_rel_l1")]
+    assert val and math.isfinite(float(val[-1]["val/median_rel_l1"]))
+    assert float(val[-1]["val/median_rel_l1_persistence"]) > 0
