@@ -95,8 +95,9 @@ def cosine_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s
     q, k, v: [B, nW, heads, N, d] (raw projections); scale: [heads, 1, 1] (already clamped and exponentiated);
     bias: [heads, N, N] (position bias); mask: [nW, N, N] additive or None. Returns [B, nW, heads, N, d].
     """
-    q = F.normalize(q, dim=-1) * scale
-    k = F.normalize(k, dim=-1)
+    # F.normalize (x / max(|x|, 1e-12)) as one multiply by a per-token factor that also carries the logit scale
+    q = q * (torch.rsqrt(q.square().sum(-1, keepdim=True).clamp_min(1e-24)) * scale)
+    k = k * torch.rsqrt(k.square().sum(-1, keepdim=True).clamp_min(1e-24))
     add = (bias if mask is None else bias + mask[:, None].to(bias.dtype)).to(q.dtype)  # [(nW,) heads, N, N]
     if q.device.type == "cpu" and add.requires_grad and torch.is_grad_enabled():
         # Training on CPU: SDPA's CPU kernels have no backward for a learned attn_mask, and its math fallback
