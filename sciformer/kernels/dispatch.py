@@ -4,8 +4,8 @@ Modes (``SCIFORMER_KERNELS`` environment variable, or ``with sciformer.kernels.u
 
 - ``reference``: every op runs its pure-PyTorch reference (the code path of ``sciformer.nn``). Use it to
   check a suspicious result, or to measure the "before" of a speed comparison.
-- ``auto`` (default): fast paths that need no compilation and that won where measured. On CPU this is the
-  reference for every op today (see ``kernels/README.md`` for the measurements that decided it).
+- ``auto`` (default): fast paths that need no compilation and that won where measured (today: the two-pass
+  instance norm on CPU; ``kernels/README.md`` has the measurements); the reference everywhere else.
 - ``compile``: also the ``torch.compile``d fusions (Inductor: C++/OpenMP on CPU, Triton on CUDA) and, on
   CUDA, FlexAttention. The first call of each new shape compiles (seconds), so this is for training runs,
   not for tests or one-off predictions.

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sciformer.kernels.instance_norm import instance_norm
 from sciformer.nn.rope import RotaryEmbedding, apply_rotary
 
 MODES = ("chained", "parallel")
@@ -232,7 +233,4 @@ class FactorizedAttention(nn.Module):
         v = self.to_v(u).view(b, *spatial, self.heads, self.dim_head).movedim(-2, 1)  # [B, h, *S, d]
         mixed = self.mix(v, kernels).movedim(1, -2).reshape(b, *spatial, -1)  # [B, *S, h·d(·axes)]
         # instance norm over the domain, per channel, no affine (FactFormer's to_out)
-        dims = tuple(range(1, 1 + self.spatial_dims))
-        var, mean = torch.var_mean(mixed, dim=dims, keepdim=True, correction=0)
-        mixed = (mixed - mean) * torch.rsqrt(var + 1e-5)
-        return self.out2(F.gelu(self.out1(mixed)))
+        return self.out2(F.gelu(self.out1(instance_norm(mixed))))
