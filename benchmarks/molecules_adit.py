@@ -4,6 +4,7 @@
     python benchmarks/molecules_adit.py reconstruction --ae runs/adit_ae_joint_cpu/checkpoints/last.ckpt
     python benchmarks/molecules_adit.py sampling --ldm runs/adit_ldm_joint_cpu/checkpoints/last.ckpt
     python benchmarks/molecules_adit.py quality --samples samples_mol samples_cry
+    python benchmarks/molecules_adit.py diagnose --ldm runs/adit_ldm_joint_cpu/checkpoints/last.ckpt
     python benchmarks/molecules_adit.py conditioning --ldm LDM.ckpt --predictor runs/graph_perov5/checkpoints/last.ckpt
 
 Prints a table and writes JSON to benchmarks/results/molecules_adit_<what>.json. Throughput is measured on
@@ -19,6 +20,7 @@ import os
 import platform
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -210,6 +212,95 @@ def conditioning(args) -> None:
     _save("conditioning", {"ldm": args.ldm, "predictor": args.predictor, "property": args.property, "rows": rows})
 
 
+def _mol_stats(items: list[dict]) -> dict[str, float]:
+    """Geometry and composition of molecules: validity, nearest-neighbour distance (median over atoms), share of
+    atoms closer than 0.7 Å to another atom, hydrogen fraction, radius of gyration."""
+    from sciformer.metrics import molecules as M
+
+    nn, close, h, rg = [], [], [], []
+    for m in items:
+        pos, z = np.asarray(m["positions"], float), np.asarray(m["atomic_numbers"])
+        d = np.linalg.norm(pos[:, None] - pos[None], axis=-1) + np.eye(len(pos)) * 1e9
+        nn += d.min(1).tolist()
+        close.append(float((d.min(1) < 0.7).mean()))
+        h.append(float((z == 1).mean()))
+        rg.append(float(np.sqrt(((pos - pos.mean(0)) ** 2).sum(-1).mean())))
+    valid = M.validity([m["atomic_numbers"] for m in items], [m["positions"] for m in items],
+                       [m.get("charge", 0) for m in items])
+    return {"valid": float(np.mean(valid)), "nn_dist_median_A": float(np.median(nn)), "atoms_closer_0.7A": float(np.mean(close)),
+            "h_fraction": float(np.mean(h)), "radius_gyration_A": float(np.mean(rg))}
+
+
+def _latent_stats(z: torch.Tensor, mask: torch.Tensor) -> dict[str, Any]:
+    v = z[mask]
+    return {"mean_per_dim": [round(float(x), 3) for x in v.mean(0)], "std_per_dim": [round(float(x), 3) for x in v.std(0)],
+            "token_norm": float(v.norm(dim=-1).mean())}
+
+
+def diagnose(args) -> None:
+    """Where generated molecules fail: decode the encoder's latents of real molecules (reconstruction), the same
+    latents with Gaussian noise of σ·latent_std (the decoder's tolerance to latent error), the DiT's one-shot
+    estimate x̂₁ from x_t of real latents at several t (denoiser accuracy), and latents drawn by the sampler
+    (compare their per-dimension statistics with the encoder's: a scaling or time-direction bug shows here)."""
+    from torch_geometric.data import Batch
+
+    from sciformer.data.atoms import AtomStore, to_pyg
+    from sciformer.models.adit import flow
+    from sciformer.tasks.generative import dense, load_generator
+
+    task = load_generator(args.ldm)
+    store = args.store or next(p for p in task.hparams.data_spec["stores"] if AtomStore(p).domain == "molecule")
+    s = AtomStore(store).load()
+    start = int(round(0.9 * len(s)))
+    idx = list(range(start, min(len(s), start + args.n)))
+    b = Batch.from_data_list([to_pyg(s[i], 1) for i in idx])
+    d = dense(b)
+    mask, std = d["mask"], task.latent_std
+    g = torch.Generator().manual_seed(0)
+    charges = [s[i].get("charge", 0) for i in idx]
+
+    def decoded(z):
+        items = task.decode_latents(z, mask, "molecule")
+        for it, q in zip(items, charges):
+            it["charge"] = q
+        return _mol_stats(items)
+
+    with torch.no_grad():
+        mean, logvar = task.autoencoder.encode(d["types"], d["pos_nm"], d["frac"], mask)
+        x1 = mean / std * mask[..., None]
+        post = (0.5 * logvar).exp() / std  # the LDM is trained on posterior samples mean + post·ε (scaled units)
+        rows = {"real": _mol_stats([{"atomic_numbers": s[i]["atomic_numbers"], "positions": s[i]["positions"],
+                                     "charge": q} for i, q in zip(idx, charges)]),
+                "decode(encoder mean)": decoded(x1),
+                "decode(posterior sample)": {**decoded(x1 + post * torch.randn(x1.shape, generator=g) * mask[..., None]),
+                                             "posterior_std": float(post[mask].mean())}}
+        for sigma in args.sigmas:
+            rows[f"decode(mean + {sigma}·N)"] = decoded(x1 + sigma * torch.randn(x1.shape, generator=g) * mask[..., None])
+        labels = dict(dataset_idx=torch.ones(len(idx), dtype=torch.long))
+        if task.model.config.num_properties:
+            P = task.model.config.num_properties
+            labels.update(properties=torch.zeros(len(idx), P), property_mask=torch.zeros(len(idx), P, dtype=torch.bool))
+        denoise = {}
+        for t in args.times:
+            x0 = flow.centred_noise(x1.shape, mask, generator=g)
+            tt = torch.full((len(idx),), t)
+            xt = flow.interpolate(x0, x1, tt)
+            x1_hat = task.model(xt, tt, mask, task.model(xt, tt, mask, None, **labels), **labels)
+            err = float(((x1_hat - x1) ** 2)[mask].mean().sqrt())
+            rows[f"decode(DiT x̂₁ at t={t})"] = {**decoded(x1_hat), "latent_rmse": err}
+            denoise[t] = err
+        for steps in args.steps:
+            for cfg in args.cfg:
+                z, m2 = task.sample_latents(d["n_atoms"].long(), "molecule", steps=steps, cfg_scale=cfg, generator=g)
+                rows[f"sampled {steps} steps cfg {cfg}"] = {**decoded(z), "latents": _latent_stats(z, m2)}
+        rows["decode(encoder mean)"]["latents"] = _latent_stats(x1, mask)
+    for k, v in rows.items():
+        print(f"{k:32s} " + "  ".join(f"{a} {b:.3f}" for a, b in v.items() if isinstance(b, float)))
+        if "latents" in v:
+            print(f"{'':32s} latent mean {v['latents']['mean_per_dim']}\n{'':32s} latent std  {v['latents']['std_per_dim']}")
+    _save("diagnosis", {"ldm": args.ldm, "store": store, "n": len(idx), "latent_std": float(std), "rows": rows})
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
@@ -240,10 +331,19 @@ def main() -> None:
     c.add_argument("--n", type=int, default=200)
     c.add_argument("--steps", type=int, default=100)
     c.add_argument("--cfg", type=float, default=2.0)
+    dg = sub.add_parser("diagnose")
+    dg.add_argument("--ldm", required=True)
+    dg.add_argument("--store", default=None, help="molecule store (default: the checkpoint's training store)")
+    dg.add_argument("--n", type=int, default=200)
+    dg.add_argument("--sigmas", type=float, nargs="+", default=[0.1, 0.3, 0.5])
+    dg.add_argument("--times", type=float, nargs="+", default=[0.5, 0.9])
+    dg.add_argument("--steps", type=int, nargs="+", default=[100])
+    dg.add_argument("--cfg", type=float, nargs="+", default=[1.0, 2.0])
     args = p.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     {"throughput": throughput, "reconstruction": reconstruction, "sampling": sampling, "quality": quality,
-     "conditioning": conditioning}[args.what](args)
+     "conditioning": conditioning,
+     "diagnose": diagnose}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -86,13 +86,16 @@ class AutoencoderTask(BaseTask):
 
     Args:
         kl_weight: weight of the KL term (ADiT: 1e-5).
+        pos_weight: weight of the molecules' position MSE in nm² (ADiT: 10). In a joint run the crystal terms
+            (fractional coordinates, angles) are ~100x larger than an nm² error of 0.03 nm (0.3 Å), so a short
+            run leaves molecule positions too coarse for bond perception; raise it for small budgets.
         corrupt: fraction of atom types masked and of positions noised (σ 0.1 Å) at the input (ADiT: 0.1).
         augment: random rotations / periodic translations during training.
         (other arguments: see BaseTask)
     """
 
     def __init__(self, model: str | None = "adit-vae-tiny", model_options: dict[str, Any] | None = None,
-                 kl_weight: float = 1e-5, corrupt: float = 0.0, augment: bool = True, lr: float = 1e-4,
+                 kl_weight: float = 1e-5, pos_weight: float = 10.0, corrupt: float = 0.0, augment: bool = True, lr: float = 1e-4,
                  weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999), warmup_steps: int = 0,
                  min_lr_ratio: float = 1.0, lr_groups: dict[str, float] | None = None,
                  data_spec: dict[str, Any] | None = None, pretrained: str | None = None,
@@ -121,7 +124,7 @@ class AutoencoderTask(BaseTask):
         l_ang = _masked_mean((out["lattice"][:, 3:] - d["lattice"][:, 3:]) ** 2, crystal[:, None])
         kl = _masked_mean(-0.5 * (1 + out["logvar"] - out["mean"] ** 2 - out["logvar"].exp()).sum(-1, keepdim=True),
                           mask[..., None])
-        loss = ce + 10 * l_pos + 10 * l_frac + l_len + 10 * l_ang + hp.kl_weight * kl
+        loss = ce + hp.pos_weight * l_pos + 10 * l_frac + l_len + 10 * l_ang + hp.kl_weight * kl
         bs = int(mask.shape[0])
         log = {"loss": loss, "ce": ce, "pos": l_pos, "frac": l_frac, "lengths": l_len, "angles": l_ang, "kl": kl}
         if stage != "train":
@@ -272,7 +275,6 @@ class LatentFlowTask(BaseTask):
             raise CheckpointError(f"this model was not trained on {kind}s (trained on: {sorted(spec.get('num_atoms_hist', {}))})")
         was_training = self.training
         self.eval()
-        dev = self.latent_std.device
         probs = torch.tensor(hist, dtype=torch.float)
         out: list[dict[str, np.ndarray]] = []
         P = self.model.config.num_properties
@@ -288,33 +290,52 @@ class LatentFlowTask(BaseTask):
         while len(out) < n:
             B = min(batch_size, n - len(out))
             counts = torch.multinomial(probs, B, replacement=True, generator=generator)
-            N = int(counts.max())
-            mask = (torch.arange(N)[None] < counts[:, None]).to(dev)
-            x0 = flow.centred_noise((B, N, self.model.config.latent_dim), mask.cpu(), generator=generator).to(dev)
-            labels = dict(dataset_idx=torch.full((B,), DOMAINS[kind], device=dev),
-                          properties=prop.expand(B, P).to(dev) if P else None,
-                          property_mask=pmask.expand(B, P).to(dev) if P else None)
-
-            def fn(x, t, sc, null, mask=mask, labels=labels):
-                return self.model(x, t, mask, sc, null=null, **labels)
-
-            x1 = flow.sample(flow.guided(fn, cfg_scale), x0, steps=steps, t0=self.hparams.t_min, method=method)
-            dec = self.autoencoder.decode(x1 * self.latent_std, mask)
-            types = (dec["atom_types"][..., 1:].argmax(-1) + 1).cpu()
-            for i in range(B):
-                k = int(counts[i])
-                item = {"atomic_numbers": types[i, :k].numpy()}
-                if kind == "molecule":
-                    item["positions"] = (dec["pos"][i, :k] * 10.0).cpu().numpy()
-                else:
-                    lat = dec["lattice"][i].cpu()
-                    lengths = (lat[:3] * k ** (1 / 3)).clamp_min(0.5)
-                    angles = lat[3:].clamp(0.1, math.pi - 0.1)
-                    cell = params_to_cell(lengths.double(), angles.double())
-                    frac = (dec["frac_coords"][i, :k].cpu().double() % 1.0)
-                    item.update(cell=cell.numpy(), frac_coords=frac.numpy(), positions=(frac @ cell).numpy())
-                out.append(item)
+            x1, mask = self.sample_latents(counts, kind, steps=steps, cfg_scale=cfg_scale, method=method,
+                                           properties=(prop, pmask), generator=generator)
+            out += self.decode_latents(x1, mask, kind)
         self.train(was_training)
+        return out
+
+    @torch.no_grad()
+    def sample_latents(self, counts: torch.Tensor, kind: str, steps: int = 100, cfg_scale: float = 2.0,
+                       method: str = "euler", properties: tuple[torch.Tensor, torch.Tensor] | None = None,
+                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Integrate the flow for systems of ``counts`` atoms → scaled latents x₁ [B, N, L] and mask [B, N]
+        (multiply by ``latent_std`` before decoding; :meth:`decode_latents` does)."""
+        dev = self.latent_std.device
+        B, N, P = len(counts), int(counts.max()), self.model.config.num_properties
+        mask = (torch.arange(N)[None] < counts[:, None]).to(dev)
+        x0 = flow.centred_noise((B, N, self.model.config.latent_dim), mask.cpu(), generator=generator).to(dev)
+        prop, pmask = properties if properties is not None else (torch.zeros(P), torch.zeros(P, dtype=torch.bool))
+        labels = dict(dataset_idx=torch.full((B,), DOMAINS[kind], device=dev),
+                      properties=prop.expand(B, P).to(dev) if P else None,
+                      property_mask=pmask.expand(B, P).to(dev) if P else None)
+
+        def fn(x, t, sc, null):
+            return self.model(x, t, mask, sc, null=null, **labels)
+
+        return flow.sample(flow.guided(fn, cfg_scale), x0, steps=steps, t0=self.hparams.t_min, method=method), mask
+
+    @torch.no_grad()
+    def decode_latents(self, x1: torch.Tensor, mask: torch.Tensor, kind: str) -> list[dict[str, np.ndarray]]:
+        """Scaled latents → systems: atomic numbers and positions (Å), plus cell and fractional coordinates for
+        crystals (lengths from the scaled lengths × N^(1/3), angles clamped to (0.1, π − 0.1) rad)."""
+        dec = self.autoencoder.decode(x1 * self.latent_std, mask)
+        types = (dec["atom_types"][..., 1:].argmax(-1) + 1).cpu()
+        out = []
+        for i in range(x1.shape[0]):
+            k = int(mask[i].sum())
+            item = {"atomic_numbers": types[i, :k].numpy()}
+            if kind == "molecule":
+                item["positions"] = (dec["pos"][i, :k] * 10.0).cpu().numpy()
+            else:
+                lat = dec["lattice"][i].cpu()
+                lengths = (lat[:3] * k ** (1 / 3)).clamp_min(0.5)
+                angles = lat[3:].clamp(0.1, math.pi - 0.1)
+                cell = params_to_cell(lengths.double(), angles.double())
+                frac = (dec["frac_coords"][i, :k].cpu().double() % 1.0)
+                item.update(cell=cell.numpy(), frac_coords=frac.numpy(), positions=(frac @ cell).numpy())
+            out.append(item)
         return out
 
 
