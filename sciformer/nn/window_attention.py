@@ -102,7 +102,8 @@ def cosine_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s
     if q.device.type == "cpu" and add.requires_grad and torch.is_grad_enabled():
         # Training on CPU: SDPA's CPU kernels have no backward for a learned attn_mask, and its math fallback
         # adds all-masked-row checks; this is the same function, measured ~25% faster at scOT-T's shapes.
-        return torch.matmul(torch.softmax(torch.matmul(q, k.transpose(-1, -2)) + add, dim=-1), v)
+        scores = torch.matmul(q, k.transpose(-1, -2)).add_(add)  # in place: matmul's backward needs q, k only
+        return torch.matmul(torch.softmax(scores, dim=-1), v)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=add, scale=1.0)
 
 
