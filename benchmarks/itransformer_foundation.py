@@ -103,7 +103,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     res = json.loads(args.out.read_text()) if args.out.exists() else {}
-    res["budget"] = {k: v for k, v in vars(args).items() if k not in ("out", "workdir")}
+    res.setdefault("invocations", []).append({k: v for k, v in vars(args).items() if k not in ("out", "workdir")})
     save = lambda: write_json(args.out, res)  # noqa: E731
     pre_ckpt = str(args.workdir / "pretrain" / "checkpoints" / "best.ckpt")
     if "pretrain" in args.parts:
