@@ -121,26 +121,3 @@ class ForecastTask(BaseTask):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: 0.5 ** max(0, epoch - 1))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
-
-@torch.no_grad()
-def roll_forward(model: nn.Module, x: torch.Tensor, length: int, marks: torch.Tensor | None = None) -> torch.Tensor:
-    """Forecast ``length`` steps beyond the lookback by feeding forecasts back (for horizons > ``pred_len``).
-
-    ``x`` [B, L, N] is the lookback; ``marks`` [B, L + length, F] the time features of the lookback and of the
-    forecast span (they are known in advance), or None. Each step predicts ``pred_len`` values (the median of a
-    quantile model), appends them to the context and slides the lookback window. Returns [B, length, N].
-    """
-    L, H = model.config.seq_len, model.config.pred_len
-    if x.shape[1] != L:
-        raise ValueError(f"lookback {x.shape[1]} != the model's seq_len {L}")
-    if marks is not None and marks.shape[1] != L + length:
-        raise ValueError(f"marks cover {marks.shape[1]} steps; expected lookback + length = {L + length}")
-    context, done = x, 0
-    quantiles = list(getattr(model.config, "quantiles", []) or [])
-    median = min(range(len(quantiles)), key=lambda i: abs(quantiles[i] - 0.5)) if quantiles else None
-    while done < length:
-        out = model(context[:, -L:], None if marks is None else marks[:, done: done + L])
-        step = out[..., median] if median is not None else out
-        context = torch.cat([context, step], 1)
-        done += H
-    return context[:, L: L + length]

@@ -114,7 +114,7 @@ class _LinearOracle(torch.nn.Module):
 
 
 def test_roll_forward_feeds_forecasts_back():
-    from sciformer.tasks.forecast import roll_forward
+    from sciformer.series_rollout import roll_forward
 
     t = torch.arange(8, dtype=torch.float64)
     x = torch.stack([2 * t + 1, -t], -1)[None]  # [1, 8, 2], two straight lines
@@ -130,3 +130,28 @@ def test_roll_forward_feeds_forecasts_back():
     torch.testing.assert_close(shifted[0] - out[0], torch.full((7, 2), 100.0, dtype=torch.float64))
     with pytest.raises(ValueError, match="marks cover"):
         roll_forward(_LinearOracle(), x, length=6, marks=marks[:, :10])
+
+
+def test_rollout_series_scores_each_step(tmp_path, store):
+    from sciformer import models
+    from sciformer.data.series import SeriesStore, time_features
+    from sciformer.series_rollout import roll_forward, rollout_series
+
+    torch.manual_seed(0)
+    net = models.get("itransformer-tiny").eval()  # lookback 24, horizon 12
+    models.save(net, tmp_path / "export", extra={"data_spec": {"layout": "series", "time_features": "h"}})
+    res = rollout_series(tmp_path / "export", store, length=30, split="test", batch_size=7, out=tmp_path / "r.json")
+    s = SeriesStore(store)
+    a, b = s.splits["test"]  # ratio split of 720 rows: [576, 720)
+    assert res["windows"] == b - 30 - a + 1 and (tmp_path / "r.json").exists()
+    z, marks = torch.from_numpy(s.standardised()), torch.from_numpy(time_features(s.time, "h"))
+    last = a + res["windows"] - 1  # the last window's first target row
+    pred = roll_forward(net, z[None, last - 24: last], 30, marks[None, last - 24: last + 30])[0].double()
+    assert pred.shape == (30, 3)
+    # recompute the per-step MSE over every window by hand (float64) and compare
+    errs = []
+    for t0 in range(a, a + res["windows"]):
+        p = roll_forward(net, z[None, t0 - 24: t0], 30, marks[None, t0 - 24: t0 + 30])[0].double()
+        errs.append(((p - z[t0: t0 + 30].double()) ** 2).mean(-1))
+    np.testing.assert_allclose(res["mse_per_step"], torch.stack(errs).mean(0).numpy(), rtol=1e-5)
+    assert res["mse_beyond_horizon"] == pytest.approx(float(np.mean(res["mse_per_step"][12:])))
