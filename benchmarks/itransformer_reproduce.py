@@ -183,9 +183,12 @@ def main() -> None:
                     continue
                 r = run_one(ds, h, seed, args.workdir / key)
                 r["threads"], r["load_avg"] = args.threads, os.getloadavg()
+                write_json(args.workdir / key / "result.json", r)  # also kept per run
                 results[key] = r
-                write_json(args.out, {**(json.loads(args.out.read_text()) if args.out.exists() else {}),
-                                      "runs": results, "table": table(results)})
+                # merge with what other invocations wrote meanwhile (several may run side by side)
+                current = json.loads(args.out.read_text()) if args.out.exists() else {}
+                results = {**current.get("runs", {}), **results}
+                write_json(args.out, {**current, "runs": results, "table": table(results)})
                 print(f"{key}: test MSE {r['test']['mse']:.4f} MAE {r['test']['mae']:.4f} "
                       f"({r['epochs']} epochs, {r['fit_s']:.0f} s fit, load {r['load_avg'][0]:.1f})", flush=True)
     ensembles = json.loads(args.out.read_text()).get("ensembles", {}) if args.out.exists() else {}
