@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sciformer.kernels import window_attention as fused  # dispatch: reference below, or a fused fast path
 from sciformer.nn.conditional_norm import TimeConditionedLayerNorm
 
 # HF's Swinv2SelfAttention adds its −100 shift mask twice, so upstream scOT effectively uses −200; we match it.
@@ -147,7 +148,7 @@ class WindowAttention(nn.Module):
         qkv = F.linear(x, self.qkv.weight, bias).view(b, nw, n, 3, self.heads, c // self.heads)
         q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)  # each [B, nW, heads, N, d]
         scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()
-        out = cosine_window_attention(q, k, v, scale, self.position_bias(wh, ww, x.device), mask)
+        out = fused.cosine_window_attention(q, k, v, scale, self.position_bias(wh, ww, x.device), mask)
         return self.proj(out.transpose(2, 3).reshape(b, nw, n, c))
 
 

@@ -61,3 +61,21 @@ def test_dispatch_uses_reference_unless_compile_mode(monkeypatch):
 @pytest.mark.parametrize("shifted", [False, True])
 def test_flex_matches_reference_cuda(shifted):
     _check(wa._compiled("flex"), "cuda", torch.float32, 1e-4, shifted)
+
+
+def test_window_attention_module_routes_through_the_kernel(monkeypatch):
+    """``sciformer.nn.window_attention.WindowAttention`` calls the dispatching entry point of this module."""
+    from sciformer.nn.window_attention import WindowAttention
+
+    calls = []
+    monkeypatch.setattr(wa, "_compiled", lambda name: lambda *a: calls.append(name) or wa.reference(*a))
+    torch.manual_seed(0)
+    attn = WindowAttention(dim=12, heads=3)
+    x = torch.randn(2, 4, 16, 12)  # [B, nW, N = 4×4, C]
+    mask = attention_mask(7, 7, 4, 4, 2, 2, torch.device("cpu"))
+    with kernels.use("reference"):
+        ref = attn(x, 4, 4, mask)
+    with kernels.use("compile"):
+        out = attn(x, 4, 4, mask)
+    assert calls == ["reference"]
+    torch.testing.assert_close(out, ref)
