@@ -68,9 +68,14 @@ def train_losses(run_dir: Path) -> dict[int, float]:
 def test_help_lists_working_commands(capsys):
     assert main(["--help"]) == 0
     text = capsys.readouterr().out
-    for cmd in ("fit", "validate", "test", "predict", "export", "info"):
+    from sciformer.cli import COMMANDS
+
+    for cmd in ("fit", "validate", "test", "predict", *COMMANDS):
         assert f"  {cmd}" in text
-    assert "finetune" not in text  # not landed yet: must not be offered
+    # every listed command resolves to a function with --help and an example
+    for cmd in COMMANDS:
+        assert main([cmd, "--help"]) == 0, cmd
+        assert "sciformer " in capsys.readouterr().out, cmd
 
 
 def test_unknown_command_is_one_clear_error(capsys):
