@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -90,18 +91,44 @@ class AutoencoderTask(BaseTask):
             (fractional coordinates, angles) are ~100x larger than an nm² error of 0.03 nm (0.3 Å), so a short
             run leaves molecule positions too coarse for bond perception; raise it for small budgets.
         corrupt: fraction of atom types masked and of positions noised (σ 0.1 Å) at the input (ADiT: 0.1).
+        latent_noise: during training the decoder reads z + σ·rms(z)·ε with σ ~ U[0, latent_noise] per system, so
+            it tolerates the latent errors of a sampler (with KL 1e-5 the posterior std is ~1 % of the latent
+            scale and a decoder trained only on it fails at errors of 5-10 %).
+        init_from: AutoencoderTask checkpoint to start from (e.g. to fine-tune its decoder).
+        freeze_encoder: train the decoder only; the latent space (and an LDM trained on it) stays valid.
         augment: random rotations / periodic translations during training.
         (other arguments: see BaseTask)
     """
 
     def __init__(self, model: str | None = "adit-vae-tiny", model_options: dict[str, Any] | None = None,
-                 kl_weight: float = 1e-5, pos_weight: float = 10.0, corrupt: float = 0.0, augment: bool = True, lr: float = 1e-4,
+                 kl_weight: float = 1e-5, pos_weight: float = 10.0, corrupt: float = 0.0, augment: bool = True,
+                 latent_noise: float = 0.0, init_from: str | None = None, freeze_encoder: bool = False, lr: float = 1e-4,
                  weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999), warmup_steps: int = 0,
                  min_lr_ratio: float = 1.0, lr_groups: dict[str, float] | None = None,
                  data_spec: dict[str, Any] | None = None, pretrained: str | None = None,
                  finetune_mode: str = "full", lora_rank: int = 8):
         super().__init__(model, model_options, lr, weight_decay, betas, warmup_steps, min_lr_ratio, lr_groups,
                          data_spec, pretrained, finetune_mode, lora_rank)
+        if init_from:
+            ae, spec = _autoencoder_from_checkpoint(init_from)
+            if spec["config"] != asdict(self.model.config):
+                raise CheckpointError(f"{init_from}: autoencoder architecture {spec['config']} differs from {self.hparams.model}")
+            self.model.load_state_dict(ae.state_dict())
+        if freeze_encoder:
+            self.model.encoder.requires_grad_(False)
+
+    def _forward(self, types, pos, frac, mask, stage: str) -> dict[str, torch.Tensor]:
+        hp = self.hparams
+        if stage != "train" or hp.latent_noise <= 0:
+            return self.model(types, pos, frac, mask, sample=stage == "train")
+        mean, logvar = self.model.encode(types, pos, frac, mask)
+        z = mean + torch.randn_like(mean) * (0.5 * logvar).exp()
+        m = mask[..., None].to(z.dtype)
+        rms = ((mean.detach() ** 2 * m).sum() / (m.sum() * z.shape[-1]).clamp_min(1)).sqrt()
+        sigma = torch.rand(z.shape[0], 1, 1, device=z.device) * hp.latent_noise
+        out = self.model.decode(z + sigma * rms * torch.randn_like(z), mask)
+        out.update(mean=mean, logvar=logvar, latent=z)
+        return out
 
     def step(self, batch, stage: str) -> torch.Tensor:
         hp = self.hparams
@@ -112,7 +139,7 @@ class AutoencoderTask(BaseTask):
             types_in = torch.where(drop, torch.zeros_like(types_in), types_in)
             jitter = (torch.rand(pos_in.shape[:2], device=pos_in.device) < hp.corrupt)[..., None]
             pos_in = pos_in + jitter * torch.randn_like(pos_in) * 0.01  # 0.1 Å in nm
-        out = self.model(types_in, pos_in, d["frac"], d["mask"], sample=stage == "train")
+        out = self._forward(types_in, pos_in, d["frac"], d["mask"], stage)
         mask, crystal = d["mask"], (d["domain"] == CRYSTAL)
         molecule = ~crystal
         ce = F.cross_entropy(out["atom_types"][mask], d["types"][mask])
@@ -379,7 +406,10 @@ def write_cif(path: Path, crystals: list[dict]) -> None:
                              for c in crystals], format="cif")
 
 
-def load_generator(ckpt: str | Path, device: str = "cpu") -> LatentFlowTask:
+def load_generator(ckpt: str | Path, device: str = "cpu", decoder: str | Path | None = None) -> LatentFlowTask:
+    """LatentFlowTask from its checkpoint; ``decoder``: an AutoencoderTask checkpoint whose decoder replaces the
+    embedded one. Its encoder must be the embedded encoder (a decoder fine-tuned with ``freeze_encoder``), since
+    the flow was trained in that encoder's latent space."""
     raw = torch.load(str(ckpt), map_location="cpu", weights_only=True)
     if raw.get("sciformer_task") != "LatentFlowTask":
         raise CheckpointError(f"{ckpt}: not a LatentFlowTask checkpoint (got {raw.get('sciformer_task')})")
@@ -388,13 +418,21 @@ def load_generator(ckpt: str | Path, device: str = "cpu") -> LatentFlowTask:
         raise CheckpointError(f"{ckpt}: no embedded autoencoder architecture (autoencoder_spec)")
     task = LatentFlowTask(**hp)
     task.load_state_dict(raw["state_dict"])
+    if decoder is not None:
+        ae, _ = _autoencoder_from_checkpoint(str(decoder))
+        same = all(torch.equal(a, b) for a, b in zip(ae.encoder.state_dict().values(),
+                                                     task.autoencoder.encoder.state_dict().values()))
+        if not same or ae.config != task.autoencoder.config:
+            raise CheckpointError(f"{decoder}: its encoder differs from the one {ckpt} was trained on "
+                                  "(fine-tune the decoder with freeze_encoder: true and init_from: the LDM's autoencoder)")
+        task.autoencoder.decoder.load_state_dict(ae.decoder.state_dict())
     return task.to(device).eval()
 
 
 def sample(ckpt: Path | None = None, n: int = 1000, kind: str = "molecule", out: Path = Path("samples"), steps: int = 100,
            cfg_scale: float = 2.0, method: str = "euler", batch_size: int = 256, seed: int = 0,
            condition: dict[str, float] | None = None, reference: list[Path] | None = None,
-           evaluate: bool = True, device: str = "cpu") -> None:
+           evaluate: bool = True, device: str = "cpu", decoder: Path | None = None) -> None:
     """Generate molecules or crystals with a trained ADiT (LatentFlowTask checkpoint).
 
     Writes ``OUT/molecules.xyz`` (all) and ``OUT/molecules.sdf`` (bonds perceived), or ``OUT/crystals.cif``,
@@ -418,6 +456,7 @@ def sample(ckpt: Path | None = None, n: int = 1000, kind: str = "molecule", out:
         reference: atom stores for novelty (default: the training stores recorded in the checkpoint).
         evaluate: compute metrics.json.
         device: "cpu" or "cuda".
+        decoder: AutoencoderTask checkpoint whose decoder replaces the embedded one (same frozen encoder).
     """
     import time
 
@@ -427,7 +466,7 @@ def sample(ckpt: Path | None = None, n: int = 1000, kind: str = "molecule", out:
         raise CheckpointError("--ckpt is required (a LatentFlowTask checkpoint written by `sciformer fit`)")
     if kind not in ("molecule", "crystal"):
         raise CheckpointError(f"--kind must be molecule or crystal, got {kind!r}")
-    task = load_generator(ckpt, device)
+    task = load_generator(ckpt, device, decoder)
     g = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
     items = task.generate(n, kind, steps=steps, cfg_scale=cfg_scale, method=method, properties=condition,
@@ -436,6 +475,7 @@ def sample(ckpt: Path | None = None, n: int = 1000, kind: str = "molecule", out:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"n": n, "kind": kind, "steps": steps, "cfg_scale": cfg_scale, "method": method,
+                              "decoder": str(decoder) if decoder else None,
                               "seconds": elapsed, "per_second": n / elapsed, "condition": condition}
     if kind == "molecule":
         write_xyz(out / "molecules.xyz", items)

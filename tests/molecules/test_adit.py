@@ -173,3 +173,29 @@ def test_sampling_decodes_latents_in_training_units():
     ref = ae.eval().decode(z, mask)
     assert [len(it["atomic_numbers"]) for it in items] == [5, 3]
     assert torch.allclose(torch.as_tensor(items[1]["positions"]), ref["pos"][1, :3] * 10, atol=1e-4)
+
+
+def test_decoder_finetune_keeps_encoder_and_noises_only_training():
+    """Decoder fine-tuning (latent_noise, freeze_encoder): one step moves the decoder only, so the latent space an
+    LDM was trained on is unchanged; validation decodes the clean mean (deterministic), training a noisy latent."""
+    from torch_geometric.data import Batch
+
+    from sciformer.data.atoms import to_pyg
+    from sciformer.tasks.generative import AutoencoderTask
+
+    torch.manual_seed(0)
+    mol = {"atomic_numbers": [6, 8, 1, 1], "positions": [[0, 0, 0], [1.2, 0, 0], [-0.5, 0.9, 0], [-0.5, -0.9, 0]],
+           "cell": torch.zeros(3, 3).numpy(), "pbc": [False] * 3, "properties": {}}
+    batch = Batch.from_data_list([to_pyg(mol, 1)] * 2)
+    task = AutoencoderTask(model="adit-vae-tiny", augment=False, freeze_encoder=True, latent_noise=0.5)
+    task.log = lambda *a, **k: None
+    enc = {k: v.clone() for k, v in task.model.encoder.state_dict().items()}
+    dec = {k: v.clone() for k, v in task.model.decoder.state_dict().items()}
+    opt = torch.optim.Adam([p for g in task.param_groups() for p in g["params"]], lr=1e-2)
+    task.step(batch, "train").backward()
+    opt.step()
+    assert all(torch.equal(v, task.model.encoder.state_dict()[k]) for k, v in enc.items())
+    assert not all(torch.equal(v, task.model.decoder.state_dict()[k]) for k, v in dec.items())
+    with torch.no_grad():
+        assert task.step(batch, "val").item() == task.step(batch, "val").item()
+        assert task.step(batch, "train").item() != task.step(batch, "train").item()
