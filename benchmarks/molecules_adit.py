@@ -248,7 +248,7 @@ def diagnose(args) -> None:
     from sciformer.models.adit import flow
     from sciformer.tasks.generative import dense, load_generator
 
-    task = load_generator(args.ldm)
+    task = load_generator(args.ldm, decoder=args.decoder)
     store = args.store or next(p for p in task.hparams.data_spec["stores"] if AtomStore(p).domain == "molecule")
     s = AtomStore(store).load()
     start = int(round(0.9 * len(s)))
@@ -298,7 +298,7 @@ def diagnose(args) -> None:
         print(f"{k:32s} " + "  ".join(f"{a} {b:.3f}" for a, b in v.items() if isinstance(b, float)))
         if "latents" in v:
             print(f"{'':32s} latent mean {v['latents']['mean_per_dim']}\n{'':32s} latent std  {v['latents']['std_per_dim']}")
-    _save("diagnosis", {"ldm": args.ldm, "store": store, "n": len(idx), "latent_std": float(std), "rows": rows})
+    _save("diagnosis" + ("_decoder" if args.decoder else ""), {"ldm": args.ldm, "decoder": args.decoder, "store": store, "n": len(idx), "latent_std": float(std), "rows": rows})
 
 
 def main() -> None:
@@ -333,6 +333,7 @@ def main() -> None:
     c.add_argument("--cfg", type=float, default=2.0)
     dg = sub.add_parser("diagnose")
     dg.add_argument("--ldm", required=True)
+    dg.add_argument("--decoder", default=None, help="AutoencoderTask checkpoint whose decoder replaces the LDM's")
     dg.add_argument("--store", default=None, help="molecule store (default: the checkpoint's training store)")
     dg.add_argument("--n", type=int, default=200)
     dg.add_argument("--sigmas", type=float, nargs="+", default=[0.1, 0.3, 0.5])
