@@ -83,7 +83,8 @@ def build(ds: str, horizon: int, seed: int, workdir: Path, extra: list[str] = ()
             "--trainer.logger.init_args.save_dir", str(workdir), "--trainer.enable_progress_bar", "false",
             "--data.init_args.stores", json.dumps([str(ensure_store(ds))]), *extra]
     cli = SciformerCLI(args=args, run=False)
-    cli.trainer.checkpoint_callback.dirpath = str(workdir / "checkpoints")
+    if cli.trainer.checkpoint_callback is not None:
+        cli.trainer.checkpoint_callback.dirpath = str(workdir / "checkpoints")
     return cli
 
 
