@@ -26,3 +26,27 @@ def shared_data():
     if not path.is_dir():
         pytest.skip(f"shared data not found at {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def pretrained_ckpt(tmp_path_factory):
+    """A FactFormer-tiny checkpoint pretrained for 4 epochs on heat-equation data (variables u, v): the
+    'pretrained model' of the fine-tuning tests, trained once per session."""
+    import lightning as L
+    from heat import heat_store
+
+    from sciformer.data.fields import FieldDataModule
+    from sciformer.tasks.operator import OperatorTask
+
+    tmp = tmp_path_factory.mktemp("pre")
+    store = heat_store(tmp / "pre.zarr", ["u", "v"], n=24, seed=0)
+    L.seed_everything(0)
+    dm = FieldDataModule(stores=[str(store)], batch_size=16)
+    task = OperatorTask(model="factformer-2d-tiny", model_options={"dim": 16, "depth": 1, "heads": 2, "dim_head": 8,
+                                                                  "residual": True}, lr=3e-3, data_spec=dm.spec)
+    trainer = L.Trainer(max_epochs=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False)
+    trainer.fit(task, datamodule=dm)
+    ckpt = tmp / "pre.ckpt"
+    trainer.save_checkpoint(ckpt)
+    return ckpt

@@ -4,7 +4,6 @@ import importlib.util
 import json
 
 from conftest import ROOT
-from test_finetune_sweep import pretrained_ckpt  # noqa: F401  (module-scoped fixture)
 
 from sciformer.data import commands
 
@@ -16,7 +15,7 @@ def _load_script():
     return mod
 
 
-def test_suite_table_collects_every_task(tmp_path, pretrained_ckpt, monkeypatch):  # noqa: F811
+def test_suite_table_collects_every_task(tmp_path, pretrained_ckpt, monkeypatch):
     monkeypatch.setitem(commands.BUILDERS, "heat-down", "heat:build_heat_downstream")
     monkeypatch.setitem(commands.BUILDERS, "heat-same", "heat:build_heat")
     suite = tmp_path / "suite.yaml"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -13,24 +12,6 @@ from heat import heat_store
 from sciformer import finetune
 from sciformer.data.fields import FieldDataModule
 from sciformer.finetune import SweepConfig, sweep
-from sciformer.tasks.operator import OperatorTask
-
-TINY = {"dim": 16, "depth": 1, "heads": 2, "dim_head": 8, "residual": True}
-
-
-@pytest.fixture(scope="module")
-def pretrained_ckpt(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("pre")
-    store = heat_store(tmp / "pre.zarr", ["u", "v"], n=24, seed=0)
-    L.seed_everything(0)
-    dm = FieldDataModule(stores=[str(store)], batch_size=16)
-    task = OperatorTask(model="factformer-2d-tiny", model_options=TINY, lr=3e-3, data_spec=dm.spec)
-    trainer = L.Trainer(max_epochs=4, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False)
-    trainer.fit(task, datamodule=dm)
-    ckpt = tmp / "pre.ckpt"
-    trainer.save_checkpoint(ckpt)
-    return ckpt
 
 
 def test_sweep_writes_results_report_and_resumes(tmp_path, pretrained_ckpt, monkeypatch):

@@ -18,7 +18,8 @@ def test_quickstart_runs_every_stage_and_reports(tmp_path, heat_builders):
     cfg = QuickstartConfig(pretrain_data={"heat-a": 16}, downstream="heat-down", downstream_trajectories=20,
                            resolution=16, model="factformer-2d-tiny",
                            model_options={"dim": 16, "depth": 1, "heads": 2, "dim_head": 8, "residual": True},
-                           pretrain_epochs=2, batch_size=16, time_stride=1, samples=[4, 8], finetune_epochs=1)
+                           pretrain_epochs=2, batch_size=16, time_stride=1, max_snapshots=None,
+                           finetune_time_stride=1, samples=[4, 8], finetune_epochs=1)
     report = run(cfg, tmp_path).read_text()
     # pretraining curve: one row per epoch, with the persistence baseline beside the model
     assert "Pretraining" in report and (tmp_path / "pretrain_curve.png").stat().st_size > 1000
