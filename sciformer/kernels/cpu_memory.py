@@ -4,8 +4,9 @@ glibc's ``malloc`` serves big blocks (above a threshold that grows to at most 32
 them back with ``munmap`` when freed, and trims the heap top when it exceeds a threshold. An eager training
 step allocates and frees the same large activations every step, so each one is page-faulted and zeroed by
 the kernel again: on this machine a fresh 32 MiB float32 result runs at ~5 GB/s instead of the ~45 GB/s of a
-copy into existing memory (``kernels/README.md``). ``keep_freed_memory()`` turns both off so freed blocks are
-reused; the price is that the process keeps its peak heap until it exits. Opt-in, process-wide, Linux/glibc
+copy into existing memory (``kernels/README.md``). ``keep_freed_memory()`` turns both off so freed blocks stay in
+the process and are reused; the price is that the process keeps its peak heap until it exits (and, when a
+freed block cannot serve an aligned request of the same size, the heap can grow past the eager peak). Opt-in, process-wide, Linux/glibc
 only; ``SCIFORMER_KERNELS=reference`` makes it a no-op.
 """
 
