@@ -706,6 +706,12 @@ def _batch_dataset(tr: TrajectoryRollout, source, plan: Plan, metrics: dict[str,
     return xr.Dataset(data, coords=coords)
 
 
+def _is_series_store(data) -> bool:
+    from sciformer.data.commands import store_layout
+
+    return Path(str(data)).is_dir() and (Path(str(data)) / "zarr.json").exists() and store_layout(data) == "series"
+
+
 def rollout(*, ckpt: Path, data: Path, split: str = "test", steps: int | None = None, mode: str = "ar",
             jump: int = 2, stride: int = 1, start: int = 0, history: int | None = None,
             trajectories: int | None = None, batch_size: int = 16, device: str = "auto", bf16: bool = False,
@@ -751,6 +757,15 @@ def rollout(*, ckpt: Path, data: Path, split: str = "test", steps: int | None = 
         sciformer rollout --ckpt exports/scot-t --data data/ns-sines.zarr --mode direct --steps 40 --out runs/rollout/direct/rollout.zarr
         sciformer rollout --ckpt exports/scot-t --data data/ns-sines.zarr --mode mixed --jump 4 --bf16 true --out runs/rollout/mixed/rollout.zarr
     """
+    if _is_series_store(data):  # a forecasting model: roll its horizon forward over the series' windows
+        from sciformer.series_rollout import rollout_series
+
+        if steps is None:
+            raise DataError(f"{data} is a series store: give --steps (the forecast length to roll out to)")
+        summary_file = Path(out).parent / "summary.json"
+        res = rollout_series(ckpt, data, length=steps, split=split, batch_size=batch_size, out=summary_file)
+        print(f"series rollout: {res['windows']} windows, {steps} steps; summary: {summary_file}")
+        return summary_file
     import zarr
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 

@@ -1,5 +1,7 @@
 """End to end through the `sciformer` command: convert a CSV, fit, test; checkpoints tied to their lookback."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -155,3 +157,8 @@ def test_rollout_series_scores_each_step(tmp_path, store):
         errs.append(((p - z[t0: t0 + 30].double()) ** 2).mean(-1))
     np.testing.assert_allclose(res["mse_per_step"], torch.stack(errs).mean(0).numpy(), rtol=1e-5)
     assert res["mse_beyond_horizon"] == pytest.approx(float(np.mean(res["mse_per_step"][12:])))
+    # `sciformer rollout` dispatches series stores to the same engine
+    from sciformer.rollout import rollout
+
+    summary = rollout(ckpt=tmp_path / "export", data=store, steps=30, batch_size=7, out=tmp_path / "cli" / "r.zarr")
+    assert json.loads(summary.read_text())["mse_per_step"] == pytest.approx(res["mse_per_step"])
