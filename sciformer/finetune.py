@@ -254,7 +254,7 @@ def run_cell(ckpt: Path, data: Path, n: int, kind: str, seed: int, cfg: SweepCon
     metrics = trainer.test(task, datamodule=dm, verbose=False)[0]
     metrics |= physics_metrics(task.model, dm, data)
     with atomic_path(workdir / _cell_key(n, kind, seed) / "model.ckpt") as tmp:  # for rollout / export
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=True)
     return {k: float(v) for k, v in metrics.items()}
 
 

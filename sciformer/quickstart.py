@@ -74,7 +74,7 @@ def _pretrain(cfg: QuickstartConfig, stores: list[Path], out: Path) -> tuple[Pat
                         log_every_n_steps=5, accelerator="auto", devices=1)
     trainer.fit(task, datamodule=dm)
     with atomic_path(ckpt) as tmp:
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=True)
     return ckpt, time.perf_counter() - t0
 
 
