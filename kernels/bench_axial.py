@@ -13,13 +13,11 @@ reference is in the library: neither alternative won on CPU (see ``kernels/READM
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import torch
-from roofline import bench_paths, ceilings, report
+from roofline import bench_paths, report, setup
 
-from sciformer.kernels import keep_freed_memory
 from sciformer.nn.factorized_attention import apply_along_axis
 
 CASES = {  # label: V shape [B, h, *S, d]
@@ -45,16 +43,7 @@ def matmul(v, *kernels):
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--reps", type=int, default=6)
-    p.add_argument("--keep-freed-memory", action="store_true", help="sciformer.kernels.keep_freed_memory() first")
-    a = p.parse_args()
-    torch.set_num_threads(a.threads)
-    if a.keep_freed_memory:
-        keep_freed_memory()
-    c = ceilings(a.device)
+    a, c = setup(__doc__, reps=6)
     paths = {"reference": reference, "matmul": matmul, "compiled": torch.compile(reference)}
     rows = []
     for label, shape in CASES.items():

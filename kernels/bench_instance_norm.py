@@ -9,12 +9,10 @@ Paths: ``reference`` (``torch.var_mean`` over the spatial axes), ``two_pass`` (m
 
 from __future__ import annotations
 
-import argparse
-
 import torch
-from roofline import bench_paths, ceilings, report
+from roofline import bench_paths, report, setup
 
-from sciformer.kernels import instance_norm, keep_freed_memory
+from sciformer.kernels import instance_norm
 
 CASES = {  # label: shape [B, *S, C] (C = heads · dim_head)
     "factformer-2d-tiny 64² B16": (16, 64, 64, 64),
@@ -23,16 +21,7 @@ CASES = {  # label: shape [B, *S, C] (C = heads · dim_head)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--reps", type=int, default=10)
-    p.add_argument("--keep-freed-memory", action="store_true", help="sciformer.kernels.keep_freed_memory() first")
-    a = p.parse_args()
-    torch.set_num_threads(a.threads)
-    if a.keep_freed_memory:
-        keep_freed_memory()
-    c = ceilings(a.device)
+    a, c = setup(__doc__, reps=10)
     paths = {"reference": instance_norm.reference, "two_pass": instance_norm.two_pass,
              "compiled": instance_norm._compiled()}
     rows = []

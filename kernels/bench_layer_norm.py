@@ -9,12 +9,10 @@ bandwidth-bound. Paths: ``reference`` (``F.layer_norm`` + ``addcmul``) and ``com
 
 from __future__ import annotations
 
-import argparse
-
 import torch
-from roofline import bench_paths, ceilings, report
+from roofline import bench_paths, report, setup
 
-from sciformer.kernels import keep_freed_memory, layer_norm
+from sciformer.kernels import layer_norm
 
 CASES = {  # label: shape [B, *tokens, C]
     "factformer-2d-tiny 64² B16": (16, 64, 64, 32),
@@ -24,16 +22,7 @@ CASES = {  # label: shape [B, *tokens, C]
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--reps", type=int, default=10)
-    p.add_argument("--keep-freed-memory", action="store_true", help="sciformer.kernels.keep_freed_memory() first")
-    a = p.parse_args()
-    torch.set_num_threads(a.threads)
-    if a.keep_freed_memory:
-        keep_freed_memory()
-    c = ceilings(a.device)
+    a, c = setup(__doc__, reps=10)
     paths = {"reference": layer_norm.reference, "compiled": layer_norm._compiled()}
     rows = []
     for label, shape in CASES.items():

@@ -12,12 +12,9 @@ so it sits far from this floor. Paths: ``reference`` (``sciformer.nn.window_atte
 
 from __future__ import annotations
 
-import argparse
-
 import torch
-from roofline import bench_paths, ceilings, report
+from roofline import bench_paths, report, setup
 
-from sciformer.kernels import keep_freed_memory
 from sciformer.kernels import window_attention as wa
 from sciformer.nn.window_attention import attention_mask
 
@@ -29,16 +26,7 @@ CASES = {  # label: (B, tokens per side, window, heads, d, shifted)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--reps", type=int, default=10)
-    p.add_argument("--keep-freed-memory", action="store_true", help="sciformer.kernels.keep_freed_memory() first")
-    a = p.parse_args()
-    torch.set_num_threads(a.threads)
-    if a.keep_freed_memory:
-        keep_freed_memory()
-    c = ceilings(a.device)
+    a, c = setup(__doc__, reps=10)
     dev = torch.device(a.device)
     paths = {"reference": wa.reference, "compiled": wa._compiled("flex" if wa.flex_available(dev) else "reference")}
     rows = []

@@ -121,6 +121,23 @@ def bench_paths(case: str, paths: dict, make_inputs, flops: float, nbytes: float
     return rows
 
 
+def setup(doc: str, reps: int) -> tuple[argparse.Namespace, dict]:
+    """The common command line of the op benchmarks (device, threads, reps, --keep-freed-memory), applied; the
+    device ceilings."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--reps", type=int, default=reps)
+    p.add_argument("--keep-freed-memory", action="store_true", help="sciformer.kernels.keep_freed_memory() first")
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    if a.keep_freed_memory:
+        from sciformer.kernels import keep_freed_memory
+
+        keep_freed_memory()
+    return a, ceilings(a.device)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
