@@ -418,6 +418,27 @@ def _plot_groups(tables: dict, cfg: SweepConfig, path: Path) -> None:
     report.save_figure(fig, path)
 
 
+# Settings a resumed sweep may change (they add cells); every other one changes what a finished cell means.
+EXTENDABLE = ("samples", "seeds", "baselines", "num_workers")
+
+
+def _check_same_sweep(state: dict, ckpt: Path, data: Path, cfg: SweepConfig, results_file: Path) -> None:
+    """Refuse to resume finished cells that were made with another checkpoint, store or budget."""
+    from sciformer.errors import SciformerError
+
+    if not state:
+        return
+    old = {"ckpt": state.get("ckpt"), "data": state.get("data"),
+           **{k: v for k, v in state.get("config", {}).items() if k not in EXTENDABLE}}
+    new = {"ckpt": str(ckpt), "data": str(data),
+           **{k: v for k, v in dataclasses.asdict(cfg).items() if k not in EXTENDABLE}}
+    changed = [k for k in new if k in old and old[k] != new[k]]
+    if changed:
+        diff = ", ".join(f"{k}: {old[k]!r} -> {new[k]!r}" for k in changed)
+        raise SciformerError(f"{results_file} holds a sweep with other settings ({diff}); write to another --out, "
+                             "or delete it to start over")
+
+
 def sweep(ckpt: Path, data: Path, cfg: SweepConfig, out: Path) -> dict:
     """Run (or resume) every cell; write results.json after each cell, then report.md and plots."""
     import json
@@ -433,6 +454,7 @@ def sweep(ckpt: Path, data: Path, cfg: SweepConfig, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     results_file = out / "results.json"
     state = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    _check_same_sweep(state, ckpt, data, cfg, results_file)
     cells, skipped = state.get("cells", {}), state.get("skipped", {})
     todo = [(n, kind, seed) for n in cfg.samples for kind in ["finetuned", *cfg.baselines] for seed in cfg.seeds
             if _cell_key(n, kind, seed) not in cells]

@@ -17,13 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sciformer.errors import SciformerError
+from sciformer.io import write_json
+
 
 @dataclass
 class QuickstartConfig:
     """Sizes of every stage (defaults: the README demo on 2 CPU cores)."""
 
     pretrain_data: dict[str, int] = field(default_factory=lambda: {"ns-sines": 48, "ns-gauss": 48})
-    downstream: str = "wave-gauss"
+    downstream: str = "allen-cahn"
     downstream_trajectories: int = 48
     resolution: int = 64
     model: str = "scot-tiny"
@@ -108,6 +111,10 @@ def run(cfg: QuickstartConfig, out: Path) -> Path:
     from sciformer.rollout import rollout
 
     out = Path(out)
+    cfg_file, want = out / "quickstart_config.json", json.loads(json.dumps(dataclasses.asdict(cfg)))
+    if cfg_file.is_file() and json.loads(cfg_file.read_text()) != want:  # finished stages belong to that config
+        raise SciformerError(f"{out} holds a quickstart run with other settings ({cfg_file}); use another --out")
+    write_json(cfg_file, want)
     data_dir, timings = out / "data", {}
     pre_stores = []
     for i, (name, n) in enumerate(cfg.pretrain_data.items()):
@@ -124,14 +131,14 @@ def run(cfg: QuickstartConfig, out: Path) -> Path:
     sweep_cfg = SweepConfig(samples=cfg.samples, baselines=["scratch"], seeds=[cfg.seed], epochs=cfg.finetune_epochs,
                             batch_size=min(cfg.batch_size, 16), lr=5e-4, lr_embedding_recovery=2e-3,
                             lr_time_embedding=2e-3, scratch_lr=cfg.lr, time_stride=cfg.finetune_time_stride)
-    summary = sweep(ckpt, down, sweep_cfg, out / "finetune")
+    summary = sweep(ckpt, down, sweep_cfg, out / f"finetune-{cfg.downstream}")
     timings["fine-tune sweep"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     n = max(cfg.samples)
     rollouts = {}
     for kind in ("finetuned", "scratch"):
-        cell = out / "finetune" / "cells" / f"n={n}" / kind / f"seed={cfg.seed}" / "model.ckpt"
+        cell = out / f"finetune-{cfg.downstream}" / "cells" / f"n={n}" / kind / f"seed={cfg.seed}" / "model.ckpt"
         if cell.is_file():
             rollout(ckpt=cell, data=down, split="test", mode="ar", stride=cfg.finetune_time_stride,
                     out=out / "rollout" / kind / "rollout.zarr")
@@ -159,7 +166,7 @@ def _write_report(cfg, out: Path, curve, summary, rollouts, timings) -> Path:
         ft, sc = summary["table"]["finetuned"].get(n), summary["table"]["scratch"].get(n)
         rows.append({"trajectories": n, "fine-tuned": ft and ft["mean"], "scratch": sc and sc["mean"],
                      "AG": summary["gains"].get("scratch", {}).get("AG", {}).get(n)})
-    lines += [markdown_table(rows, floatfmt=".3g"), "", "![](finetune/error_vs_samples.png)", ""]
+    lines += [markdown_table(rows, floatfmt=".3g"), "", f"![](finetune-{cfg.downstream}/error_vs_samples.png)", ""]
     if rollouts:
         lines += [f"## Autoregressive rollout on the test split (models trained on {max(cfg.samples)} "
                   "trajectories; physical units)", ""]
@@ -175,7 +182,6 @@ def _write_report(cfg, out: Path, curve, summary, rollouts, timings) -> Path:
                                                       floatfmt=".0f"), ""]
     with atomic_path(out / "report.md") as tmp:
         tmp.write_text("\n".join(lines))
-    (out / "quickstart_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2))
     return out / "report.md"
 
 

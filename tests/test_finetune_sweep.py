@@ -11,6 +11,7 @@ from heat import heat_store
 
 from sciformer import finetune
 from sciformer.data.fields import FieldDataModule
+from sciformer.errors import SciformerError
 from sciformer.finetune import SweepConfig, sweep
 
 
@@ -51,6 +52,14 @@ def test_sweep_writes_results_report_and_resumes(tmp_path, pretrained_ckpt, monk
     cfg.samples = [2, 4]
     again = sweep(pretrained_ckpt, data, cfg, tmp_path / "ft")
     assert again["table"] == summary["table"]
+    # resuming with another budget or store would mix cells that mean different things: refused
+    cfg.epochs = 3
+    with pytest.raises(SciformerError, match="epochs: 2 -> 3"):
+        sweep(pretrained_ckpt, data, cfg, tmp_path / "ft")
+    cfg.epochs = 2
+    other = heat_store(tmp_path / "other.zarr", ["u", "w"], n=20, seed=2)
+    with pytest.raises(SciformerError, match="another --out"):
+        sweep(pretrained_ckpt, other, cfg, tmp_path / "ft")
 
 
 def test_fno_baseline_gets_the_same_budget(tmp_path, pretrained_ckpt):

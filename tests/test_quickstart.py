@@ -5,6 +5,7 @@ import json
 import pytest
 
 from sciformer.data import commands
+from sciformer.errors import SciformerError
 from sciformer.quickstart import QuickstartConfig, run
 
 
@@ -23,7 +24,7 @@ def test_quickstart_runs_every_stage_and_reports(tmp_path, heat_builders):
     report = run(cfg, tmp_path).read_text()
     # pretraining curve: one row per epoch, with the persistence baseline beside the model
     assert "Pretraining" in report and (tmp_path / "pretrain_curve.png").stat().st_size > 1000
-    results = json.loads((tmp_path / "finetune" / "results.json").read_text())
+    results = json.loads((tmp_path / "finetune-heat-down" / "results.json").read_text())
     assert set(results["cells"]) == {f"n={n}/{k}/seed=0" for n in (4, 8) for k in ("finetuned", "scratch")}
     # the report's table holds the sweep's numbers
     ft8 = results["summary"]["table"]["finetuned"]["8"]["mean"]
@@ -36,3 +37,7 @@ def test_quickstart_runs_every_stage_and_reports(tmp_path, heat_builders):
     before = (tmp_path / "pretrained.ckpt").stat().st_mtime_ns
     run(cfg, tmp_path)
     assert (tmp_path / "pretrained.ckpt").stat().st_mtime_ns == before
+    # other settings in the same directory would reuse stages made with these: refused
+    cfg.pretrain_epochs = 3
+    with pytest.raises(SciformerError, match="other settings"):
+        run(cfg, tmp_path)
