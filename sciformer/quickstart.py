@@ -4,7 +4,7 @@ One run does the platform's three jobs on data it builds itself: pretrain a smal
 Navier–Stokes mixture, fine-tune it on a downstream set of *different* physics with a few trajectories
 against the same model trained from scratch, and roll both out. Each stage is resumable: data builds resume,
 a finished pretraining is reused, and the sweep keeps its finished cells. Sizes fit a 2-core laptop in
-about a quarter of an hour; they are a pipeline demo, not a benchmark (claims come from `finetune/`).
+about five minutes; they are a pipeline demo, not a benchmark (claims come from `finetune/`).
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ def _write_report(cfg, out: Path, curve, summary, rollouts, timings) -> Path:
 def quickstart(out: Path = Path("runs/quickstart"), model: str | None = None, resolution: int | None = None,
                pretrain_epochs: int | None = None, finetune_epochs: int | None = None) -> None:
     """Build data, pretrain a tiny operator model, fine-tune it on different physics against from-scratch
-    training, roll both out, and write a report (about 15 minutes on 2 CPU cores).
+    training, roll both out, and write a report (about 5 minutes on 2 CPU cores).
 
     Example:
         sciformer quickstart
