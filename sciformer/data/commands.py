@@ -18,17 +18,29 @@ from pathlib import Path
 
 from sciformer.errors import DataError, SciformerError
 
-CONVERTERS: dict[str, str] = {}
-CONVERTERS.update({"sdf": "sciformer.data.atoms:convert_sdf", "xyz": "sciformer.data.atoms:convert_xyz", "cif-csv": "sciformer.data.atoms:convert_cif_csv"})
-BUILDERS: dict[str, str] = {}
-BUILDERS["qm9-etkdg"] = "sciformer.data.atoms:build_qm9_etkdg"  # RDKit ETKDG+MMFF conformers (not DFT); --option limit=N
-BUILDERS["tgv-3d"] = "sciformer.data.builders_3d:build_taylor_green_3d"  # 3D perturbed Taylor-Green vortex, pseudo-spectral NS
-BUILDERS.update({n: f"sciformer.data.builders_2d:build_{n.replace('-', '_')}" for n in ("ns-sines", "ns-gauss", "ns-pwc", "ns-shear-layer", "ns-vortex-sheet", "ns-tracer", "ns-kolmogorov", "wave-gauss", "wave-layer", "allen-cahn", "poisson-gauss")})  # 2D verified solvers
-DESCRIBERS: dict[str, str] = {}
-DESCRIBERS["atoms"] = "sciformer.data.atoms:describe"
-DESCRIBERS["fields"] = "sciformer.data.store:describe"
-CONVERTERS["csv"] = "sciformer.data.series:convert_csv"; DESCRIBERS["series"] = "sciformer.data.series:describe"  # series CSV (ETT, Weather, ...)
-CONVERTERS.update({"poseidon": "sciformer.data.formats.poseidon:convert_poseidon", "well": "sciformer.data.formats.well:convert_well", "pdebench": "sciformer.data.formats.pdebench:convert_pdebench"})
+# name -> "module:function", imported only when used (so `sciformer data --help` stays fast).
+CONVERTERS: dict[str, str] = {
+    "poseidon": "sciformer.data.formats.poseidon:convert_poseidon",
+    "well": "sciformer.data.formats.well:convert_well",
+    "pdebench": "sciformer.data.formats.pdebench:convert_pdebench",
+    "csv": "sciformer.data.series:convert_csv",  # series CSV (ETT, Weather, ...)
+    "sdf": "sciformer.data.atoms:convert_sdf",
+    "xyz": "sciformer.data.atoms:convert_xyz",
+    "cif-csv": "sciformer.data.atoms:convert_cif_csv",
+}
+BUILDERS: dict[str, str] = {
+    "qm9-etkdg": "sciformer.data.atoms:build_qm9_etkdg",  # RDKit ETKDG+MMFF conformers (not DFT); --option limit=N
+    "tgv-3d": "sciformer.data.builders_3d:build_taylor_green_3d",  # 3D perturbed Taylor-Green vortex
+    # 2D verified solvers (sciformer/solvers/)
+    **{n: f"sciformer.data.builders_2d:build_{n.replace('-', '_')}" for n in (
+        "ns-sines", "ns-gauss", "ns-pwc", "ns-shear-layer", "ns-vortex-sheet", "ns-tracer", "ns-kolmogorov",
+        "wave-gauss", "wave-layer", "allen-cahn", "poisson-gauss")},
+}
+DESCRIBERS: dict[str, str] = {
+    "fields": "sciformer.data.store:describe",
+    "atoms": "sciformer.data.atoms:describe",
+    "series": "sciformer.data.series:describe",
+}
 
 EXAMPLES = """examples:
   sciformer data build ns-sines --out data/ns_sines.zarr --trajectories 64 --resolution 64 --seed 0
