@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 import toy  # noqa: F401  (registers the test-only toy-net sizes)
 
 from sciformer import models

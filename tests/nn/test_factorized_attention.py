@@ -5,8 +5,14 @@ import math
 import pytest
 import torch
 
-from sciformer.nn.factorized_attention import (AxisKernel, AxisPooling, FactorizedAttention, apply_along_axis,
-                                               quadrature_weights, uniform_coordinates)
+from sciformer.nn.factorized_attention import (
+    AxisKernel,
+    AxisPooling,
+    FactorizedAttention,
+    apply_along_axis,
+    quadrature_weights,
+    uniform_coordinates,
+)
 from sciformer.nn.rope import RotaryEmbedding, apply_rotary
 
 
