@@ -50,3 +50,16 @@ def pretrained_ckpt(tmp_path_factory):
     ckpt = tmp / "pre.ckpt"
     trainer.save_checkpoint(ckpt)
     return ckpt
+
+
+def ddp_env(**extra: str) -> dict[str, str]:
+    """Environment for a DDP subprocess: its own free rendezvous port, no distributed variables inherited from
+    an earlier test (a reused or stale MASTER_PORT makes gloo rendezvous fail intermittently)."""
+    import socket
+
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK")}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return {**env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), **extra}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import toy  # noqa: F401  (registers the test-only toy-net sizes)
+from conftest import ddp_env
 
 from sciformer import models
 from sciformer.cli import main
@@ -49,7 +49,7 @@ data:
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(HELPERS)}
+    env = ddp_env(PYTHONPATH=str(HELPERS))
     return subprocess.run([sys.executable, "-m", "sciformer.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
 

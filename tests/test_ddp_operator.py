@@ -1,12 +1,12 @@
 """Operator pretraining under DDP (2 CPU processes, gloo) equals one process with the same global batch."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import ddp_env
 from heat import heat_store
 
 HELPERS = Path(__file__).parent / "helpers"
@@ -36,7 +36,7 @@ data:
   class_path: sciformer.data.fields.FieldDataModule
   init_args: {{stores: [{store}], batch_size: {batch}, sampler: all2all}}
 """)
-    env = {**os.environ, "PYTHONPATH": str(HELPERS), "OMP_NUM_THREADS": "1"}
+    env = ddp_env(PYTHONPATH=str(HELPERS), OMP_NUM_THREADS="1")
     r = subprocess.run([sys.executable, "-m", "sciformer.cli", "fit", "-c", str(cfg), *extra], cwd=tmp, env=env,
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]

@@ -90,8 +90,10 @@ def test_ddp_median_gathers_every_ranks_samples(tmp_path):
 
     script = tmp_path / "ddp_validate.py"
     script.write_text(DDP_SCRIPT)
+    from conftest import ddp_env
+
     r = subprocess.run([sys.executable, str(script), str(tmp_path / "out.json"), str(Path(__file__).parent)],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300, env=ddp_env())
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads((tmp_path / "out.json").read_text())
     assert out["val/median_rel_l1"] == pytest.approx(31.25)
