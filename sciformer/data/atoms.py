@@ -280,13 +280,13 @@ def build_qm9_etkdg(out: Path, trajectories: int = 0, resolution: int = 0, seed:
     keyfile.write_text(json.dumps(key))
     workers = int(workers or os.cpu_count() or 1)
     starts = list(range(0, len(smiles), chunk))
-    todo = [s for s in starts if not (parts / f"{s:08d}.json").exists()]
+    remaining = [s for s in starts if not (parts / f"{s:08d}.json").exists()]
     from rich.progress import Progress
 
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
     with Progress(transient=False) as bar, ctx.Pool(workers) if workers > 1 else _Serial() as pool:
-        task = bar.add_task("ETKDG + MMFF", total=len(smiles), completed=(len(starts) - len(todo)) * chunk)
-        for s in todo:
+        task = bar.add_task("ETKDG + MMFF", total=len(smiles), completed=(len(starts) - len(remaining)) * chunk)
+        for s in remaining:
             jobs = [(i, smiles[i], seed + i, timeout, tuple(elements), mmff_iters) for i in range(s, min(s + chunk, len(smiles)))]
             results = []
             for r in pool.imap(_embed_one, jobs, chunksize=16):

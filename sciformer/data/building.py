@@ -56,20 +56,20 @@ def run_build(writer: FieldStoreWriter, make: Callable[..., dict], params: dict[
         TimeRemainingColumn,
     )
 
-    todo = [i for i in range(writer.n) if not writer.is_done(i)]
-    workers = max(1, min(int(workers or default_workers()), len(todo) or 1))
+    remaining = [i for i in range(writer.n) if not writer.is_done(i)]
+    workers = max(1, min(int(workers or default_workers()), len(remaining) or 1))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())
     with Progress(*columns, transient=False) as bar:
-        task = bar.add_task(label, total=writer.n, completed=writer.n - len(todo))
+        task = bar.add_task(label, total=writer.n, completed=writer.n - len(remaining))
         if workers == 1:
-            for i in todo:
+            for i in remaining:
                 _write_one(writer, make, i, params)
                 bar.advance(task)
         else:
             ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-                pending = {pool.submit(_write_one, writer, make, i, params) for i in todo}
+                pending = {pool.submit(_write_one, writer, make, i, params) for i in remaining}
                 try:
                     while pending:
                         done, pending = wait(pending, return_when=FIRST_COMPLETED)
