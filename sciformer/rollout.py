@@ -672,6 +672,27 @@ def _split(n: int, split: str, splits: Sequence[float]) -> list[int]:
     return list(split_trajectories(n, tuple(splits))[names.index(split)])
 
 
+def _drift(initial: np.ndarray, frames: np.ndarray, spatial_dims: int) -> np.ndarray:
+    """Conservation drift [B, n, C] of ``frames`` [B, n, C, *S] relative to ``initial`` [B, C, *S]."""
+    from sciformer.metrics.physics import conservation_drift
+
+    traj = torch.from_numpy(np.concatenate([initial[:, None], frames], 1).astype(np.float64))
+    return conservation_drift(traj, spatial_dims).numpy()[:, 1:]
+
+
+def _drift_summary(drifts: dict[str, list[np.ndarray]], variables: Sequence[str]) -> dict[str, Any]:
+    """Mean over trajectories (running ones) of the drift per step and variable, for the model and the data."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN steps once every trajectory blew up
+        per = {who: np.nanmean(np.concatenate(parts), 0) for who, parts in drifts.items()}  # [n, C]
+    clean = {who: {v: [None if not np.isfinite(x) else float(x) for x in a[:, c]] for c, v in enumerate(variables)}
+             for who, a in per.items()}
+    return {"definition": "(∫f(t) − ∫f(t₀)) / ∫|f(t₀)| per variable (sciformer.metrics.physics.conservation_drift), "
+                          "mean over trajectories; 'truth' is the data's own drift: the model should follow it, and "
+                          "zero is expected only for conserved quantities",
+            "per_step": clean, "final": {v: {who: clean[who][v][-1] for who in clean} for v in variables}}
+
+
 def _default_plot_steps(steps: int) -> list[int]:
     return sorted({1, max(1, round(steps / 3)), max(1, round(2 * steps / 3)), steps})
 
@@ -806,6 +827,7 @@ def rollout(*, ckpt: Path, data: Path, split: str = "test", steps: int | None = 
     shown = sorted({s for s in (plot_steps or _default_plot_steps(plan.steps)) if 1 <= s <= plan.steps})
     variables = list(engine.layout.predicted)
     all_metrics: dict[str, list[np.ndarray]] = {}
+    drifts: dict[str, list[np.ndarray]] = {}  # conservation drift of predictions and of the data [B, n, C]
     blowups: list[np.ndarray] = []
     snaps: dict[str, dict[str, list]] = {"truth": {}, "pred": {}}
     spec_acc: dict[str, dict[int, list]] = {v: {} for v in variables}
@@ -823,6 +845,9 @@ def rollout(*, ckpt: Path, data: Path, split: str = "test", steps: int | None = 
                 metrics |= {f"persistence_{k}": v for k, v in base.items()}
             for k, v in metrics.items():
                 all_metrics.setdefault(k, []).append(v)
+            if n_truth and not source.steady:
+                for who, frames in (("pred", tr.pred[:, :n_truth]), ("truth", tr.truth)):
+                    drifts.setdefault(who, []).append(_drift(tr.initial, frames, len(source.axes)))
             blowups.append(tr.blowup_step)
             ds = _batch_dataset(tr, source, plan, metrics, time)
             if b == 0:
@@ -850,6 +875,8 @@ def rollout(*, ckpt: Path, data: Path, split: str = "test", steps: int | None = 
             summary["baseline_persistence"] = {
                 "definition": "the initial condition copied to every step, scored like the model",
                 **summarize(base_m, variables, np.zeros_like(blowup), time[:n_truth], correlation_threshold)}
+            if drifts:
+                summary["conservation_drift"] = _drift_summary(drifts, variables)
         attrs = {
             "title": "sciformer rollout", "checkpoint": str(ckpt), "store": str(source.path), "split": split,
             "mode": mode, "jump": plan.k, "stride": stride, "start": start, "history": plan.history,

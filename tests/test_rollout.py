@@ -426,6 +426,12 @@ def test_command_writes_dataset_summary_and_plots(tmp_path):
     base = summary["baseline_persistence"]["per_step"]["nrmse"]["u"]
     np.testing.assert_allclose(base, np.exp(LAM * (TIME[1:] - TIME[0])) - 1, rtol=1e-4)
     assert "persistence_vrmse" in ds
+    # conservation drift of ∫u (u0 > 0): the data's is exp(−λt) − 1, the model's (1+eps)^s·exp(−λt) − 1
+    decay = np.exp(-LAM * (TIME[1:] - TIME[0]))
+    drift = summary["conservation_drift"]["per_step"]
+    np.testing.assert_allclose(drift["truth"]["u"], decay - 1, rtol=1e-5)
+    np.testing.assert_allclose(drift["pred"]["u"], factor[:n_truth] * decay - 1, rtol=1e-4)
+    assert summary["conservation_drift"]["final"]["u"]["pred"] == pytest.approx(drift["pred"]["u"][-1])
     # energy spectra scale with the prediction squared: error (1+eps)^(2s) − 1 at the plotted steps 1, 3, 5
     assert summary["energy_spectrum_error"]["u"] == pytest.approx({str(s): (1 + eps) ** (2 * s) - 1 for s in (1, 3, 5)})
     for png in ("error_growth.png", "snapshots.png", "spectra.png"):
