@@ -27,6 +27,8 @@ import math
 
 import numpy as np
 
+from sciformer.solvers.time_stepping import if_rk4_step
+
 
 class NavierStokes2D:
     """Pseudo-spectral vorticity solver on an n×n periodic grid.
@@ -135,13 +137,7 @@ class NavierStokes2D:
 
     def step(self, state: np.ndarray, dt: float) -> np.ndarray:
         """One integrating-factor RK4 step."""
-        e_half = np.exp(-0.5 * dt * self._rates(state))
-        e_full = e_half * e_half
-        k1 = self.nonlinear(state)
-        k2 = self.nonlinear(e_half * (state + 0.5 * dt * k1))
-        k3 = self.nonlinear(e_half * state + 0.5 * dt * k2)
-        k4 = self.nonlinear(e_full * state + dt * e_half * k3)
-        return e_full * state + dt / 6 * (e_full * k1 + 2 * e_half * (k2 + k3) + k4)
+        return if_rk4_step(state, dt, self._rates(state), self.nonlinear)
 
     def stable_dt(self, state: np.ndarray, cfl: float = 0.5) -> float:
         """Advective step ``cfl · Δx / max(|u| + |v|)`` (diffusion is integrated exactly)."""

@@ -25,6 +25,8 @@ import math
 
 import numpy as np
 
+from sciformer.solvers.time_stepping import if_rk4_step
+
 
 def taylor_green(n: int, amplitude: float = 1.0, shift=(0.0, 0.0, 0.0), length: float = 2 * math.pi) -> np.ndarray:
     """The 3-D Taylor–Green vortex ``u = A(sin x cos y cos z, −cos x sin y cos z, 0)`` on an n³ grid."""
@@ -136,19 +138,7 @@ class NavierStokes3D:
 
     def step(self, u_hat: np.ndarray, dt: float) -> np.ndarray:
         """One integrating-factor RK4 step of the spectral state."""
-        if self.nu == 0:
-            k1 = self.nonlinear(u_hat)
-            k2 = self.nonlinear(u_hat + 0.5 * dt * k1)
-            k3 = self.nonlinear(u_hat + 0.5 * dt * k2)
-            k4 = self.nonlinear(u_hat + dt * k3)
-            return u_hat + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-        e_half = np.exp(-0.5 * dt * self.nu * self.k2)
-        e_full = e_half * e_half
-        k1 = self.nonlinear(u_hat)
-        k2 = self.nonlinear(e_half * (u_hat + 0.5 * dt * k1))
-        k3 = self.nonlinear(e_half * u_hat + 0.5 * dt * k2)
-        k4 = self.nonlinear(e_full * u_hat + dt * e_half * k3)
-        return e_full * u_hat + dt / 6 * (e_full * k1 + 2 * e_half * (k2 + k3) + k4)
+        return if_rk4_step(u_hat, dt, self.nu * self.k2, self.nonlinear)
 
     def solve(self, u0: np.ndarray, times, dt: float | None = None, cfl: float = 0.5,
               callback=None) -> tuple[np.ndarray, np.ndarray]:
