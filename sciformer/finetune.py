@@ -456,12 +456,12 @@ def sweep(ckpt: Path, data: Path, cfg: SweepConfig, out: Path) -> dict:
     state = json.loads(results_file.read_text()) if results_file.is_file() else {}
     _check_same_sweep(state, ckpt, data, cfg, results_file)
     cells, skipped = state.get("cells", {}), state.get("skipped", {})
-    todo = [(n, kind, seed) for n in cfg.samples for kind in ["finetuned", *cfg.baselines] for seed in cfg.seeds
+    remaining = [(n, kind, seed) for n in cfg.samples for kind in ["finetuned", *cfg.baselines] for seed in cfg.seeds
             if _cell_key(n, kind, seed) not in cells]
     meta = {"ckpt": str(ckpt), "data": str(data), "config": dataclasses.asdict(cfg)}
     with Progress() as progress:
-        bar = progress.add_task("fine-tuning sweep", total=len(todo))
-        for n, kind, seed in todo:
+        bar = progress.add_task("fine-tuning sweep", total=len(remaining))
+        for n, kind, seed in remaining:
             key = _cell_key(n, kind, seed)
             progress.update(bar, description=f"sweep {key}")
             try:

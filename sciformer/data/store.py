@@ -287,9 +287,9 @@ class FieldStoreWriter:
         """Aggregate statistics, write attributes and consolidated metadata, rename into place."""
         if not self.partial.exists() and self.path.exists():
             return self.path
-        todo = [i for i in range(self.n) if not self.is_done(i)]
-        if todo:
-            raise DataError(f"{self.path}: cannot finalize, {len(todo)} trajectories not written (first: {todo[0]})")
+        remaining = [i for i in range(self.n) if not self.is_done(i)]
+        if remaining:
+            raise DataError(f"{self.path}: cannot finalize, {len(remaining)} trajectories not written (first: {remaining[0]})")
         import zarr
 
         records = [json.loads((self.partial / "progress" / f"{i}.json").read_text()) for i in range(self.n)]

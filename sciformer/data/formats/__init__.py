@@ -141,12 +141,12 @@ def convert(source: ArraySource, out: str | os.PathLike, compressor: str | None 
              "converted_from": {"path": os.path.abspath(source.path), "format": type(source).__name__}}
     w = FieldStoreWriter(out, variables, source.n_trajectories, source.time, source.coords, attrs,
                          compressor=compressor)
-    todo = [i for i in range(source.n_trajectories) if not w.is_done(i)]
+    remaining = [i for i in range(source.n_trajectories) if not w.is_done(i)]
     from rich.progress import Progress
 
     with Progress(disable=not progress) as bar:
-        task = bar.add_task(f"converting {Path(source.path).name}", total=len(todo))
-        for i in todo:
+        task = bar.add_task(f"converting {Path(source.path).name}", total=len(remaining))
+        for i in remaining:
             w.write_trajectory(i, source.trajectory(i))
             bar.advance(task)
     return w.finalize()
