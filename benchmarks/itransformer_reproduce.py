@@ -167,6 +167,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "itransformer_reproduce.json")
     p.add_argument("--workdir", type=Path, default=ROOT / "runs" / "reproduce")
+    p.add_argument("--accelerator", default="cpu", help="cpu (the configs' default) or gpu")
     p.add_argument("--force", action="store_true")
     p.add_argument("--ensemble", action="store_true", help="also score the mean forecast of the seeds' models")
     args = p.parse_args()
@@ -182,8 +183,8 @@ def main() -> None:
                 key = f"{ds}_{h}_seed{seed}"
                 if key in results and not args.force:
                     continue
-                r = run_one(ds, h, seed, args.workdir / key)
-                r["threads"], r["load_avg"] = args.threads, os.getloadavg()
+                r = run_one(ds, h, seed, args.workdir / key, ["--trainer.accelerator", args.accelerator])
+                r["threads"], r["load_avg"], r["accelerator"] = args.threads, os.getloadavg(), args.accelerator
                 write_json(args.workdir / key / "result.json", r)  # also kept per run
                 results[key] = r
                 # merge with what other invocations wrote meanwhile (several may run side by side)

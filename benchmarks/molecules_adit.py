@@ -6,6 +6,8 @@
     python benchmarks/molecules_adit.py quality --samples samples_mol samples_cry
     python benchmarks/molecules_adit.py diagnose --ldm runs/adit_ldm_joint_cpu/checkpoints/last.ckpt
     python benchmarks/molecules_adit.py conditioning --ldm LDM.ckpt --predictor runs/graph_perov5/checkpoints/last.ckpt
+    python benchmarks/molecules_adit.py budget --ae AE.ckpt --seconds 270 --out runs/adit_budget   # on a GPU
+    python benchmarks/molecules_adit.py score --raw runs/adit_budget/samples_molecule.json        # where RDKit is
 
 Prints a table and writes JSON to benchmarks/results/molecules_adit_<what>.json. Throughput is measured on
 synthetic QM9-sized batches (mean 18 atoms, max 29, ADiT's histogram range) so it needs no data; the rest needs
@@ -301,6 +303,85 @@ def diagnose(args) -> None:
     _save("diagnosis" + ("_decoder" if args.decoder else ""), {"ldm": args.ldm, "decoder": args.decoder, "store": store, "n": len(idx), "latent_std": float(std), "rows": rows})
 
 
+def budget(args) -> None:
+    """Time-boxed latent-DiT training through the shipped config (``sciformer fit`` path): a short run measures
+    steps/s, then the real run's cosine schedule spans the steps that fit ``--seconds``; then molecules and
+    crystals are sampled and saved raw (JSON), so they can be scored where RDKit is installed (``score``)."""
+    from sciformer.io import write_json
+    from sciformer.lightning_cli import SciformerCLI
+    from sciformer.tasks.generative import load_generator
+
+    out = Path(args.out)
+    stores = json.dumps(args.stores)
+
+    def cli(steps: int, work: Path, max_s: float) -> SciformerCLI:
+        c = SciformerCLI(args=["-c", args.config, "--model.init_args.autoencoder", args.ae,
+                               "--model.init_args.model", args.model, "--model.init_args.lr", str(args.lr),
+                               "--model.init_args.warmup_steps", str(min(args.warmup, steps // 10)),
+                               "--model.init_args.min_lr_ratio", "0.05", "--model.init_args.val_samples", "0",
+                               "--data.init_args.train", stores, "--data.init_args.batch_size", str(args.batch),
+                               "--data.init_args.num_workers", str(args.workers),
+                               "--trainer.max_steps", str(steps), "--trainer.max_epochs", "-1",
+                               "--trainer.max_time", time.strftime("00:%H:%M:%S", time.gmtime(max_s)),
+                               "--trainer.precision", args.precision, "--trainer.check_val_every_n_epoch", "1000",
+                               "--trainer.default_root_dir", str(work), "--trainer.logger.init_args.save_dir", str(work),
+                               "--trainer.enable_progress_bar", "false"], run=False)
+        c.trainer.checkpoint_callback.dirpath = str(work / "checkpoints")
+        return c
+
+    class Clock(__import__("lightning").Callback):
+        def __init__(self):
+            self.t: dict[int, float] = {}
+
+        def on_train_batch_end(self, trainer, *a):
+            torch.cuda.synchronize() if torch.cuda.is_available() else None
+            self.t[trainer.global_step] = time.perf_counter()
+
+    probe, clock = cli(args.probe_steps, out / "probe", 600), Clock()
+    probe.trainer.callbacks.append(clock)
+    probe.trainer.fit(probe.model, datamodule=probe.datamodule)
+    a, b = args.probe_steps // 3, args.probe_steps
+    rate = (b - a) / (clock.t[b] - clock.t[a])
+    steps = int(rate * args.seconds)
+    print(f"probe: {rate:.1f} steps/s at batch {args.batch} -> {steps} steps in {args.seconds} s", flush=True)
+    run, clock = cli(steps, out / "run", 1.15 * args.seconds + 20), Clock()  # max_time: a guard if others slow it
+    run.trainer.callbacks.append(clock)
+    t0 = time.perf_counter()
+    run.trainer.fit(run.model, datamodule=run.datamodule)
+    train_s = time.perf_counter() - t0
+    res = {"model": args.model, "ae": args.ae, "batch": args.batch, "precision": args.precision, "lr": args.lr,
+           "steps": steps, "train_s": train_s, "steps_per_s": rate, "systems_per_s": rate * args.batch,
+           "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+           "final_loss": float(run.trainer.callback_metrics.get("train/loss", float("nan"))), "samples": {}}
+    task = load_generator(out / "run" / "checkpoints" / "last.ckpt", "cuda" if torch.cuda.is_available() else "cpu")
+    for kind in ("molecule", "crystal"):
+        g = torch.Generator().manual_seed(0)
+        t0 = time.perf_counter()
+        items = task.generate(args.n, kind, steps=100, cfg_scale=2.0, batch_size=args.n, generator=g)
+        dt = time.perf_counter() - t0
+        res["samples"][kind] = {"n": args.n, "seconds": dt, "per_s": args.n / dt}
+        write_json(out / f"samples_{kind}.json", {"kind": kind, "stores": args.stores, "items": [
+            {k: np.asarray(v).tolist() for k, v in it.items()} for it in items]})
+        print(f"{kind}: {args.n} samples in {dt:.1f} s", flush=True)
+    write_json(out / "budget.json", res)
+    print(json.dumps(res, default=float))
+
+
+def score(args) -> None:
+    """Score raw samples saved by ``budget``: write XYZ/SDF or CIF next to them and the metrics of ``sciformer
+    sample`` (novelty against the training part of the stores they were trained on)."""
+    from sciformer.io import write_json
+    from sciformer.tasks.generative import score_samples, write_samples
+
+    raw = json.loads(Path(args.raw).read_text())
+    items = [{k: np.asarray(v) for k, v in it.items()} for it in raw["items"]]
+    out = Path(args.raw).with_suffix("")
+    write_samples(out, items, raw["kind"])
+    m = score_samples(items, raw["kind"], args.stores or raw["stores"])
+    write_json(out / "metrics.json", {"kind": raw["kind"], "n": len(items), **m})
+    print(raw["kind"], json.dumps(m, default=float))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
@@ -340,11 +421,27 @@ def main() -> None:
     dg.add_argument("--times", type=float, nargs="+", default=[0.5, 0.9])
     dg.add_argument("--steps", type=int, nargs="+", default=[100])
     dg.add_argument("--cfg", type=float, nargs="+", default=[1.0, 2.0])
+    b = sub.add_parser("budget")
+    b.add_argument("--ae", required=True, help="AutoencoderTask checkpoint (frozen, embedded in the LDM)")
+    b.add_argument("--config", default="configs/molecules/adit_ldm_joint.yaml")
+    b.add_argument("--stores", nargs="+", default=["data/qm9_etkdg_30k.zarr", "data/perov_5_val.zarr", "data/carbon_24_val.zarr"])
+    b.add_argument("--model", default="adit-dit-s")
+    b.add_argument("--seconds", type=float, default=270)
+    b.add_argument("--probe-steps", type=int, default=90)
+    b.add_argument("--batch", type=int, default=256)
+    b.add_argument("--lr", type=float, default=3e-4)
+    b.add_argument("--warmup", type=int, default=300)
+    b.add_argument("--precision", default="bf16-mixed")
+    b.add_argument("--workers", type=int, default=4)
+    b.add_argument("--n", type=int, default=1000)
+    b.add_argument("--out", default="runs/adit_budget")
+    sc = sub.add_parser("score")
+    sc.add_argument("--raw", required=True)
+    sc.add_argument("--stores", nargs="*", help="reference stores (default: those the samples were trained on)")
     args = p.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     {"throughput": throughput, "reconstruction": reconstruction, "sampling": sampling, "quality": quality,
-     "conditioning": conditioning,
-     "diagnose": diagnose}[args.what](args)
+     "conditioning": conditioning, "diagnose": diagnose, "budget": budget, "score": score}[args.what](args)
 
 
 if __name__ == "__main__":

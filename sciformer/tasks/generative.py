@@ -406,6 +406,36 @@ def write_cif(path: Path, crystals: list[dict]) -> None:
                              for c in crystals], format="cif")
 
 
+def write_samples(out: Path, items: list[dict], kind: str) -> int | None:
+    """``OUT/molecules.xyz`` + ``OUT/molecules.sdf`` (returns how many SDF records had perceivable bonds), or
+    ``OUT/crystals.cif``."""
+    out.mkdir(parents=True, exist_ok=True)
+    if kind == "molecule":
+        write_xyz(out / "molecules.xyz", items)
+        return write_sdf(out / "molecules.sdf", items)
+    write_cif(out / "crystals.cif", items)
+    return None
+
+
+def score_samples(items: list[dict], kind: str, reference: list) -> dict[str, Any]:
+    """Validity, uniqueness and novelty of generated systems; novelty against the training part (first 90 % by
+    index, the split AtomsDataModule trains on) of the ``reference`` atom stores of the same kind."""
+    from sciformer.data.atoms import AtomStore
+
+    stores = [s for s in (AtomStore(p).load() for p in reference) if s.domain == kind]
+    ref = [s[i] for s in stores for i in range(int(round(len(s) * 0.9)))]
+    if kind == "molecule":
+        from sciformer.metrics import molecules as M
+
+        ref_smiles = M.reference_smiles([r["atomic_numbers"] for r in ref], [r["positions"] for r in ref],
+                                        [r.get("charge", 0) for r in ref]) if ref else None
+        return M.evaluate([m["atomic_numbers"] for m in items], [m["positions"] for m in items],
+                          reference_smiles=ref_smiles)
+    from sciformer.metrics import crystals as C
+
+    return C.evaluate(items, reference=ref or None)
+
+
 def load_generator(ckpt: str | Path, device: str = "cpu", decoder: str | Path | None = None) -> LatentFlowTask:
     """LatentFlowTask from its checkpoint; ``decoder``: an AutoencoderTask checkpoint whose decoder replaces the
     embedded one. Its encoder must be the embedded encoder (a decoder fine-tuned with ``freeze_encoder``), since
@@ -473,32 +503,13 @@ def sample(ckpt: Path | None = None, n: int = 1000, kind: str = "molecule", out:
                           batch_size=batch_size, generator=g)
     elapsed = time.perf_counter() - t0
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"n": n, "kind": kind, "steps": steps, "cfg_scale": cfg_scale, "method": method,
                               "decoder": str(decoder) if decoder else None,
                               "seconds": elapsed, "per_second": n / elapsed, "condition": condition}
-    if kind == "molecule":
-        write_xyz(out / "molecules.xyz", items)
-        result["sdf_written"] = write_sdf(out / "molecules.sdf", items)
-    else:
-        write_cif(out / "crystals.cif", items)
+    written = write_samples(out, items, kind)
+    if written is not None:
+        result["sdf_written"] = written
     if evaluate:
-        from sciformer.data.atoms import AtomStore
-
-        stores = [AtomStore(p).load() for p in (reference or (task.hparams.data_spec or {}).get("stores", []))]
-        stores = [s for s in stores if s.domain == kind]
-        frac = 0.9  # novelty is measured against the training part (the first 90 % by index)
-        ref = [s[i] for s in stores for i in range(int(round(len(s) * frac)))]
-        if kind == "molecule":
-            from sciformer.metrics import molecules as M
-
-            ref_smiles = M.reference_smiles([r["atomic_numbers"] for r in ref], [r["positions"] for r in ref],
-                                            [r.get("charge", 0) for r in ref]) if ref else None
-            result.update(M.evaluate([m["atomic_numbers"] for m in items], [m["positions"] for m in items],
-                                     reference_smiles=ref_smiles))
-        else:
-            from sciformer.metrics import crystals as C
-
-            result.update(C.evaluate(items, reference=ref or None))
+        result.update(score_samples(items, kind, reference or (task.hparams.data_spec or {}).get("stores", [])))
     write_json(out / "metrics.json", result)
     print(json.dumps({k: v for k, v in result.items() if k != "condition"}, default=float))

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The GPU checks of one short device session (about 9 minutes on one H100/H200), as one prepared script.
+#
+# Phase A, alone on the GPU (timings): scOT training step (bf16/fp32, tokens/s, MFU) and ADiT training
+# throughput. Phase B, side by side: the iTransformer Weather rows at 4 horizons (paper protocol, GPU),
+# a time-boxed latent-DiT training + 1,000 molecule and crystal samples (scored afterwards where RDKit is:
+# `python benchmarks/molecules_adit.py score --raw .../samples_molecule.json`), and the GPU-only tests.
+# Everything lands in $OUT/gpu_results.tgz (logs, JSON); every job has its own time limit so the archive is
+# always written.
+#
+# Needs beside the checkout (not in git): .gpu/.whl (wheels of packages the GPU image lacks: zarr, numcodecs,
+# donfig, google-crc32c, jsonargparse, docstring_parser, typeshed_client), .gpu/data (qm9_etkdg_30k,
+# perov_5/carbon_24 val+test stores, timeseries/weather.zarr) and .gpu/adit_ae_joint_cpu.ckpt (the trained
+# autoencoder, optimizer state stripped).
+#
+#     OUT=/tmp/gpu bash benchmarks/gpu_checks.sh          # DEADLINE=570 seconds by default
+set -u
+OUT=${OUT:-runs/gpu_checks}
+PY=${PY:-python3}
+DEADLINE=${DEADLINE:-570}
+W=/tmp/gpu_checks
+mkdir -p "$OUT" "$W/logs" data
+START=$SECONDS
+export PYTHONUNBUFFERED=1
+if ls .gpu/.whl/*.whl >/dev/null 2>&1; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .gpu/.whl/*.whl \
+    > "$W/logs/pip.log" 2>&1 || echo "pip install failed" >> "$W/logs/pip.log"
+  export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
+fi
+cp -rn .gpu/data/* data/ 2>/dev/null
+nvidia-smi > "$W/logs/nvidia-smi.txt" 2>&1
+$PY -c "import torch, lightning, zarr, jsonargparse; print(torch.__version__, lightning.__version__, zarr.__version__, torch.cuda.get_device_name())" \
+  > "$W/logs/versions.txt" 2>&1
+
+# ---- phase A: timings on an otherwise idle GPU ----
+timeout 150 $PY benchmarks/scot_step.py --device cuda --threads 8 --out "$W/scot_step_cuda.json" > "$W/logs/scot_step.log" 2>&1
+timeout 60 $PY benchmarks/molecules_adit.py throughput --device cuda --sizes adit-vae,adit-dit-s,adit-dit-b \
+  --batch 256 --steps 10 --warmup 3 > "$W/logs/adit_throughput.log" 2>&1
+
+# ---- phase B: accuracy runs side by side ----
+left=$(( DEADLINE - (SECONDS - START) ))
+adit_s=$(( left - 120 ))  # probe, start-up and sampling take about 1.5 minutes
+timeout $(( left - 15 )) $PY benchmarks/molecules_adit.py budget --ae .gpu/adit_ae_joint_cpu.ckpt --seconds $adit_s \
+  --out "$W/adit" > "$W/logs/adit_budget.log" 2>&1 &
+for h in 96 192 336 720; do
+  timeout $(( left - 15 )) $PY benchmarks/itransformer_reproduce.py --datasets weather --horizons $h --accelerator gpu \
+    --threads 2 --out "$W/weather_$h.json" --workdir "$W/reproduce" > "$W/logs/weather_$h.log" 2>&1 &
+done
+timeout 180 $PY -m pytest -q -p no:cacheprovider -m gpu tests/kernels > "$W/logs/pytest_gpu.log" 2>&1
+wait
+echo "elapsed $(( SECONDS - START )) s" > "$W/logs/elapsed.txt"
+cp benchmarks/results/molecules_adit_throughput_cuda.json "$W/" 2>/dev/null
+rm -rf "$W/adit/probe" "$W/adit/run/checkpoints" "$W/reproduce"/*/checkpoints
+tar czf "$OUT/gpu_results.tgz" -C /tmp gpu_checks
+tail -n 3 "$W"/logs/*.log
