@@ -28,7 +28,7 @@ CASES = {  # label: (B, tokens per side, window, heads, d, shifted)
 def main() -> None:
     a, c = setup(__doc__, reps=10)
     dev = torch.device(a.device)
-    paths = {"reference": wa.reference, "compiled": wa._compiled("flex" if wa.flex_available(dev) else "reference")}
+    paths = {"reference": wa.reference, "compiled": wa._compiled("flex" if wa.flex_available(dev, 16) else "reference")}
     rows = []
     for label, (b, side, win, h, d, shifted) in CASES.items():
         nw, n = (side // win) ** 2, win * win

@@ -6,7 +6,7 @@ into q and position bias + shift/padding masks into one additive mask, one SDPA 
 tables are cached per grid by that module; the bias depends on trained weights and is recomputed per call).
 Fast paths (mode ``compile``):
 
-- CUDA with FlexAttention available: windows folded into the head axis, the additive mask read in a
+- CUDA with FlexAttention available and heads of ≥ 16 channels: windows folded into the head axis, the additive mask read in a
   ``score_mod``, compiled (FlexAttention has no CPU backward, and its CPU forward did not lower this
   ``score_mod`` in torch 2.13, so it is CUDA-only);
 - otherwise: the reference compiled by Inductor (fuses the normalisations, scaling, mask addition and
@@ -47,9 +47,13 @@ def _flex(q, k, v, scale, bias, mask):
     return out.view(b, nw, h, n, d)
 
 
-def flex_available(device: torch.device) -> bool:
-    """FlexAttention is used only on CUDA (no CPU backward) and only where torch ships it."""
-    if device.type != "cuda":
+FLEX_MIN_HEAD_DIM = 16  # Inductor's FlexAttention kernel refuses smaller heads (torch 2.11 on an H200: "NYI")
+
+
+def flex_available(device: torch.device, head_dim: int) -> bool:
+    """FlexAttention is used only on CUDA (no CPU backward), for heads of at least 16 channels (scOT's are 16+),
+    and only where torch ships it."""
+    if device.type != "cuda" or head_dim < FLEX_MIN_HEAD_DIM:
         return False
     try:
         from torch.nn.attention import flex_attention  # noqa: F401
@@ -66,5 +70,5 @@ def _compiled(name: str):
 def cosine_window_attention(q, k, v, scale, bias, mask):
     """Dispatching entry point; same contract and result as ``reference``."""
     if compiled_enabled():
-        return _compiled("flex" if flex_available(q.device) else "reference")(q, k, v, scale, bias, mask)
+        return _compiled("flex" if flex_available(q.device, q.shape[-1]) else "reference")(q, k, v, scale, bias, mask)
     return reference(q, k, v, scale, bias, mask)
