@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from sciformer import kernels
 from sciformer.kernels import layer_norm
@@ -59,3 +60,40 @@ def test_module_dispatches_on_mode(monkeypatch):
         fast = norm(x, t)
     assert calls == ["fast"]
     torch.testing.assert_close(fast, ref)
+
+
+@pytest.mark.parametrize("shape", [(3, 8), (3, 5, 8), (3, 4, 6, 8)])
+def test_hand_written_backward_equals_autograd_of_the_formula(shape):
+    """The reference's custom backward gives autograd's gradients of the composed formula (x, t and all four
+    parameters), float64; also for a channels-last view of a channels-first tensor (as after a conv)."""
+    x, params, t = _inputs(shape, torch.float64, seed=4)
+    t.requires_grad_()
+
+    def formula(x, t, w, b, wt, bt, eps):
+        tb = t.reshape(-1, *([1] * (x.ndim - 1)))
+        return torch.addcmul(b + bt * tb, F.layer_norm(x, x.shape[-1:], eps=eps), w + wt * tb)
+
+    y_ref, g_ref = _value_and_grads(formula, x, params, t, seed=5)
+    y, g = _value_and_grads(layer_norm.reference, x, params, t, seed=5)
+    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+    for a, b in zip(g, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    (gt,) = torch.autograd.grad(layer_norm.reference(x, t, *params, 1e-5).sum(), t)
+    (gt_ref,) = torch.autograd.grad(formula(x, t, *params, 1e-5).sum(), t)
+    torch.testing.assert_close(gt, gt_ref, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda *a: layer_norm.reference(*a, 1e-5), (x, t, *params))
+    xc = torch.randn(2, 8, 3, 5, dtype=torch.float64).permute(0, 2, 3, 1).requires_grad_()
+    _, g_view = _value_and_grads(layer_norm.reference, xc, params, t[:2].detach(), seed=6)
+    _, g_view_ref = _value_and_grads(formula, xc, params, t[:2].detach(), seed=6)
+    for a, b in zip(g_view, g_view_ref):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_autocast_computes_in_float32():
+    """Under autocast (bf16 activations, float32 parameters) the norm runs in float32, t unrounded."""
+    x, params, t = _inputs((2, 5, 8), torch.float32, seed=7)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer_norm.reference(x.detach().bfloat16(), t, *params, 1e-5)
+    assert y.dtype == torch.float32
+    expected = layer_norm.reference(x.detach().bfloat16().float(), t, *params, 1e-5)
+    torch.testing.assert_close(y, expected, rtol=0, atol=0)
