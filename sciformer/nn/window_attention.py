@@ -50,14 +50,15 @@ def window_geometry(h: int, w: int, window: int, shifted: bool) -> tuple[int, in
 
 
 @functools.lru_cache(maxsize=64)
-def relative_coordinates(wh: int, ww: int, device: torch.device) -> torch.Tensor:
-    """Log-spaced relative coordinates ``[2wh−1, 2ww−1, 2]`` of the offsets (Δh, Δw), Δ from −(w−1) to w−1."""
+def relative_coordinates(wh: int, ww: int, device: torch.device, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """Log-spaced relative coordinates ``[2wh−1, 2ww−1, 2]`` of the offsets (Δh, Δw), Δ from −(w−1) to w−1
+    (computed in float64; cached per dtype so that no cast runs per call)."""
     axes = []
     for n in (wh, ww):
         d = torch.arange(-(n - 1), n, dtype=torch.float64)
         axes.append(d * (8.0 / (n - 1)) if n > 1 else d)
     c = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1)
-    return (torch.sign(c) * torch.log2(c.abs() + 1.0) / 3.0).to(device)  # float64: cast at use
+    return (torch.sign(c) * torch.log2(c.abs() + 1.0) / 3.0).to(device, dtype)
 
 
 def _region_ids(n_pad: int, win: int, shift: int) -> torch.Tensor:
@@ -89,6 +90,41 @@ def attention_mask(h: int, w: int, wh: int, ww: int, sh: int, sw: int,
 
 
 # ---- the attention call (kernel boundary) ---------------------------------------------------------------
+NORM_EPS = 1e-12  # F.normalize's: x / max(|x|, eps)
+
+
+class _ScaledUnit(torch.autograd.Function):
+    """``y = x · s / max(|x|, 1e-12)`` over the last axis (F.normalize times a per-head scale, or s = 1).
+
+    Why a custom Function: autograd of the composed formula launches ~14 kernels backward per tensor (norm,
+    clamp and division each differentiated apart); the closed form ``f·(g − y (g·y)/s²)``, f = s/max(|x|, eps),
+    needs 5 (the clamped rows get ``f·g``, as autograd). The output is written contiguous in the [.., N, d]
+    order, so the score product needs no copy of q or k.
+    """
+
+    @staticmethod
+    def forward(ctx, x, scale):
+        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+        f = norm.clamp_min(NORM_EPS)
+        f = scale / f if scale is not None else f.reciprocal_()
+        y = torch.mul(x, f, out=x.new_empty(x.shape))
+        ctx.save_for_backward(y, f, norm, scale)
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        y, f, norm, scale = ctx.saved_tensors
+        dot = (g * y).sum(-1, keepdim=True)  # s·(g·x̂)
+        gs = None
+        if scale is not None:
+            if ctx.needs_input_grad[1]:
+                gs = dot.sum_to_size(scale.shape) / scale
+            dot = dot / (scale * scale)
+        dot.masked_fill_(norm < NORM_EPS, 0.0)  # clamped rows: the factor is a constant
+        return torch.addcmul(g, y, dot, value=-1.0).mul_(f), gs
+
+
 def cosine_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: torch.Tensor,
                             bias: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Scaled-cosine attention with an additive bias, per window.
@@ -96,9 +132,8 @@ def cosine_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, s
     q, k, v: [B, nW, heads, N, d] (raw projections); scale: [heads, 1, 1] (already clamped and exponentiated);
     bias: [heads, N, N] (position bias); mask: [nW, N, N] additive or None. Returns [B, nW, heads, N, d].
     """
-    # F.normalize (x / max(|x|, 1e-12)) as one multiply by a per-token factor that also carries the logit scale
-    q = q * (torch.rsqrt(q.square().sum(-1, keepdim=True).clamp_min(1e-24)) * scale)
-    k = k * torch.rsqrt(k.square().sum(-1, keepdim=True).clamp_min(1e-24))
+    q = _ScaledUnit.apply(q, scale)  # F.normalize(q)·scale: the logit scale folded into the queries
+    k = _ScaledUnit.apply(k, None)
     add = (bias if mask is None else bias + mask[:, None].to(bias.dtype)).to(q.dtype)  # [(nW,) heads, N, N]
     if q.device.type == "cpu" and add.requires_grad and torch.is_grad_enabled():
         # Training on CPU: SDPA's CPU kernels have no backward for a learned attn_mask, and its math fallback
@@ -133,7 +168,7 @@ class WindowAttention(nn.Module):
         The pair (i, j) reads the table at offset i − j; ``unfold`` builds that block-Toeplitz matrix as a view
         (its backward is a strided sum, cheaper than scattering a gather's gradient).
         """
-        table = relative_coordinates(wh, ww, device).to(self.cpb_mlp[0].weight.dtype)
+        table = relative_coordinates(wh, ww, device, self.cpb_mlp[0].weight.dtype)
         t = 16 * torch.sigmoid(self.cpb_mlp(table)).permute(2, 0, 1)  # [heads, 2wh−1, 2ww−1]
         # u[h, a, b, c, d] = t[h, a + c, b + d]; with c = wh−1−j_h, d = ww−1−j_w this is t at offset i − j
         u = t.unfold(1, wh, 1).unfold(2, ww, 1)  # [heads, wh, ww, wh, ww]
@@ -146,7 +181,8 @@ class WindowAttention(nn.Module):
         if self.q_bias is not None:
             bias = torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
         qkv = F.linear(x, self.qkv.weight, bias).view(b, nw, n, 3, self.heads, c // self.heads)
-        q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)  # each [B, nW, heads, N, d]
+        # unbind before transposing: its backward stacks the gradients straight into qkv's layout (no copy)
+        q, k, v = (u.transpose(2, 3) for u in qkv.unbind(3))  # each [B, nW, heads, N, d]
         scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()
         out = fused.cosine_window_attention(q, k, v, scale, self.position_bias(wh, ww, x.device), mask)
         return self.proj(out.transpose(2, 3).reshape(b, nw, n, c))

@@ -12,6 +12,7 @@ import torch
 from sciformer.nn.window_attention import (
     SwinV2Block,
     WindowAttention,
+    _ScaledUnit,
     attention_mask,
     cosine_window_attention,
     relative_coordinates,
@@ -151,3 +152,27 @@ def test_padded_keys_get_no_weight_and_padded_grid_gradients_are_finite():
         for j in range(6):
             changed = not torch.allclose(y1[0, i, j], y2[0, i, j])
             assert changed == ((i, j) in same), (i, j)
+
+
+@pytest.mark.parametrize("scaled", [True, False])
+def test_scaled_unit_equals_the_autograd_formula(scaled):
+    """The hand-written normalisation (q and k in ``cosine_window_attention``) gives the values and gradients of
+    x·s·rsqrt(max(|x|², 1e-24)) under autograd, float64, including a zero row and a row below the clamp."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 4, 6, 5, dtype=torch.float64, generator=g)
+    x[0, 0, 0, 0] = 0.0
+    x[0, 0, 0, 1] = 1e-13
+    x = x.permute(0, 1, 3, 2, 4).requires_grad_()  # strided, as the q/k views of the fused projection
+    s = (torch.rand(6, 1, 1, dtype=torch.float64, generator=g) * 5 + 1).requires_grad_() if scaled else None
+    cot = torch.randn(2, 3, 6, 4, 5, dtype=torch.float64, generator=g)
+    leaves = [x] + ([s] if scaled else [])
+
+    r = torch.rsqrt(x.square().sum(-1, keepdim=True).clamp_min(1e-24))
+    ref = x * (r * s) if scaled else x * r
+    got = _ScaledUnit.apply(x, s)
+    assert got.is_contiguous()
+    torch.testing.assert_close(got, ref, rtol=1e-14, atol=0)
+    for a, b in zip(torch.autograd.grad(got, leaves, cot), torch.autograd.grad(ref, leaves, cot)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12 * b.abs().max().item())
+    regular = [x.detach()[1:].requires_grad_()] + leaves[1:]  # finite differences: away from the clamp
+    assert torch.autograd.gradcheck(lambda x, *s: _ScaledUnit.apply(x, s[0] if s else None), tuple(regular))
