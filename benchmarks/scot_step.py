@@ -1,8 +1,10 @@
 """scOT training-step benchmark: forward + loss + backward time and peak memory (Poseidon's protocol).
 
 scOT-T, batch 4, 4 channels, 128², lead time as input, float32 (and bf16 autocast separately); scOT-B at batch 1.
-Median of ``--steps`` (≥ 5) after 2 warm-up steps, ``--threads`` (2) CPU threads. Each configuration runs in its
-own process so peak memory (max RSS on CPU, ``max_memory_allocated`` on CUDA) is its own. Upstream figure (Poseidon's
+Median of ``--steps`` (≥ 5) after 2 warm-up steps, ``--threads`` (2) CPU threads. ``ops/step``: the aten ops of one
+step that launch a kernel on a GPU (all but views, in-place metadata changes and bare allocations; counted once per
+configuration with a TorchDispatchMode) — the GPU step is launch-bound, ~5–20 µs of CPU each. Each configuration runs
+in its own process so peak memory (max RSS on CPU, ``max_memory_allocated`` on CUDA) is its own. Upstream figure (Poseidon's
 scOT-T with transformers 4.29.2, same protocol, this machine kind, idle): 0.60–0.65 s/step and 1.2–1.3 s of
 process CPU time per step (both threads busy). CPU time (``CPU s``) is reported because it is less distorted than
 wall time when other jobs share the cores.
@@ -26,6 +28,31 @@ from pathlib import Path
 
 UPSTREAM_T_S = (0.60, 0.65)
 RESULTS = Path(__file__).resolve().parent / "results" / "scot_step.json"
+
+
+NO_KERNEL = {"_unsafe_view", "_reshape_alias", "empty", "empty_like", "empty_strided", "new_empty",
+             "new_empty_strided", "lift_fresh"}
+
+
+def count_ops(fn) -> tuple[int, int]:
+    """(aten ops that launch a kernel, all aten ops) of one call of ``fn``."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.launching = self.total = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.total += 1
+            self.launching += not (func.is_view or torch.Tag.inplace_view in func.tags
+                                   or func.overloadpacket.__name__ in NO_KERNEL)
+            return func(*args, **(kwargs or {}))
+
+    with Count() as c:
+        fn()
+    return c.launching, c.total
 
 
 def one(name: str, batch: int, res: int, precision: str, steps: int, threads: int, device: str) -> dict:
@@ -57,6 +84,7 @@ def one(name: str, batch: int, res: int, precision: str, steps: int, threads: in
     with FlopCounterMode(display=False) as fc:
         step()
     flops = fc.get_total_flops()
+    launching, total = count_ops(step)
     times, cpu = [], []
     for i in range(2 + steps):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -72,6 +100,7 @@ def one(name: str, batch: int, res: int, precision: str, steps: int, threads: in
             "cpu_s": statistics.median(cpu), "steps": steps,
             "gflop_per_step": flops / 1e9, "achieved_gflops": flops / med / 1e9,
             "tokens_per_s": batch * (res // 4) ** 2 / med, "peak_memory_gib": peak / 2**30,
+            "aten_ops_per_step": launching, "aten_ops_all": total,
             "params": sum(p.numel() for p in model.parameters())}
 
 
@@ -145,11 +174,11 @@ def main() -> None:
     load = os.getloadavg()
     print(f"scOT fwd+bwd ({a.device}, {a.threads} threads; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})")
     print(f"{'model':8} {'batch':>5} {'prec':>5} {'median s':>9} {'min s':>7} {'GFLOP':>7} {'GFLOP/s':>8} "
-          f"{'tokens/s':>9} {'peak GiB':>8} {'CPU s':>6}" + ("  MFU" if a.device == "cuda" else ""))
+          f"{'tokens/s':>9} {'peak GiB':>8} {'CPU s':>6} {'ops/step':>8}" + ("  MFU" if a.device == "cuda" else ""))
     for r in rows:
         print(f"{r['model']:8} {r['batch']:>5} {r['precision']:>5} {r['median_s']:>9.3f} {r['min_s']:>7.3f} "
               f"{r['gflop_per_step']:>7.1f} {r['achieved_gflops']:>8.1f} {r['tokens_per_s']:>9.0f} "
-              f"{r['peak_memory_gib']:>8.2f} {r['cpu_s']:>6.2f}" + (f"  {r['mfu']:.1%}" if a.device == "cuda" else ""))
+              f"{r['peak_memory_gib']:>8.2f} {r['cpu_s']:>6.2f} {r['aten_ops_per_step']:>8}" + (f"  {r['mfu']:.1%}" if a.device == "cuda" else ""))
     if a.device == "cpu":
         print(f"upstream Poseidon scOT-T (fp32, batch 4, 128², 2 threads, idle): "
               f"{UPSTREAM_T_S[0]:.2f}-{UPSTREAM_T_S[1]:.2f} s/step (1.2-1.3 CPU s); target <= 0.40 s")

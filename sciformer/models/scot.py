@@ -32,7 +32,7 @@ from torch.utils.checkpoint import checkpoint
 from sciformer.errors import DataError
 from sciformer.models.registry import register
 from sciformer.nn.conditional_norm import TimeConditionedLayerNorm
-from sciformer.nn.window_attention import SwinV2Block
+from sciformer.nn.window_attention import SwinV2Block, attention_tables, window_geometry
 
 
 @dataclass
@@ -138,8 +138,11 @@ class Stage(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x, t)
+        # all blocks share the grid, hence the window: their position biases in one batched MLP
+        wh, ww, _, _ = window_geometry(x.shape[1], x.shape[2], self.blocks[0].window, False)
+        tables = attention_tables([block.attn for block in self.blocks], wh, ww, x.device)
+        for block, tab in zip(self.blocks, tables):
+            x = block(x, t, tab)
         return x
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -162,20 +163,10 @@ class WindowAttention(nn.Module):
         self.cpb_mlp = nn.Sequential(nn.Linear(2, cpb_hidden), nn.ReLU(), nn.Linear(cpb_hidden, heads, bias=False))
         self.proj = nn.Linear(dim, dim)
 
-    def position_bias(self, wh: int, ww: int, device: torch.device) -> torch.Tensor:
-        """16·σ(MLP(relative coordinates)) per (query, key) pair: [heads, N, N].
-
-        The pair (i, j) reads the table at offset i − j; ``unfold`` builds that block-Toeplitz matrix as a view
-        (its backward is a strided sum, cheaper than scattering a gather's gradient).
-        """
-        table = relative_coordinates(wh, ww, device, self.cpb_mlp[0].weight.dtype)
-        t = 16 * torch.sigmoid(self.cpb_mlp(table)).permute(2, 0, 1)  # [heads, 2wh−1, 2ww−1]
-        # u[h, a, b, c, d] = t[h, a + c, b + d]; with c = wh−1−j_h, d = ww−1−j_w this is t at offset i − j
-        u = t.unfold(1, wh, 1).unfold(2, ww, 1)  # [heads, wh, ww, wh, ww]
-        return u.flip(3, 4).reshape(self.heads, wh * ww, wh * ww)
-
-    def forward(self, x: torch.Tensor, wh: int, ww: int, mask: torch.Tensor | None) -> torch.Tensor:
-        """x: [B, nW, N, C] window tokens -> [B, nW, N, C]."""
+    def forward(self, x: torch.Tensor, wh: int, ww: int, mask: torch.Tensor | None,
+                tables: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """x: [B, nW, N, C] window tokens -> [B, nW, N, C]; ``tables``: this layer's entry of
+        ``attention_tables`` when a stage computed them for all its layers at once."""
         b, nw, n, c = x.shape
         bias = None
         if self.q_bias is not None:
@@ -183,9 +174,39 @@ class WindowAttention(nn.Module):
         qkv = F.linear(x, self.qkv.weight, bias).view(b, nw, n, 3, self.heads, c // self.heads)
         # unbind before transposing: its backward stacks the gradients straight into qkv's layout (no copy)
         q, k, v = (u.transpose(2, 3) for u in qkv.unbind(3))  # each [B, nW, heads, N, d]
-        scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()
-        out = fused.cosine_window_attention(q, k, v, scale, self.position_bias(wh, ww, x.device), mask)
+        scale, position_bias = tables if tables is not None else attention_tables([self], wh, ww, x.device)[0]
+        out = fused.cosine_window_attention(q, k, v, scale, position_bias, mask)
         return self.proj(out.transpose(2, 3).reshape(b, nw, n, c))
+
+
+def _stacked(tensors: list[torch.Tensor]) -> torch.Tensor:
+    return tensors[0][None] if len(tensors) == 1 else torch.stack(tensors)  # one layer: a view, no copy
+
+
+def attention_tables(layers: Sequence[WindowAttention], wh: int, ww: int,
+                     device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per layer: the logit scale ``exp(min(logit_scale, log 100))`` [heads, 1, 1] and the position bias
+    16·σ(MLP(relative coordinates)) per (query, key) pair [heads, N, N].
+
+    Layers of one stage (same heads, same window) share the coordinate table, so their MLPs run as one batched
+    MLP on stacked weights: the same function, with the kernel launches of one layer instead of one per layer
+    (the training step is launch-bound on GPUs). The pair (i, j) reads the table at offset i − j; ``unfold``
+    builds that block-Toeplitz matrix as a view (its backward is a strided sum, cheaper than scattering a
+    gather's gradient).
+    """
+    table = relative_coordinates(wh, ww, device, layers[0].cpb_mlp[0].weight.dtype).flatten(0, 1)  # [T, 2]
+    w1 = _stacked([a.cpb_mlp[0].weight for a in layers])  # [L, hidden, 2]
+    b1 = _stacked([a.cpb_mlp[0].bias for a in layers])
+    w2 = _stacked([a.cpb_mlp[2].weight for a in layers])  # [L, heads, hidden]
+    hidden = torch.relu(torch.baddbmm(b1[:, None], table.expand(len(layers), -1, -1), w1.transpose(1, 2)))
+    t = 16 * torch.sigmoid(torch.bmm(hidden, w2.transpose(1, 2)))  # [L, T, heads]
+    heads = t.shape[-1]
+    t = t.view(len(layers), 2 * wh - 1, 2 * ww - 1, heads).permute(0, 3, 1, 2)
+    # u[l, h, a, b, c, d] = t[l, h, a + c, b + d]; with c = wh−1−j_h, d = ww−1−j_w this is t at offset i − j
+    u = t.unfold(2, wh, 1).unfold(3, ww, 1)  # [L, heads, wh, ww, wh, ww]
+    bias = u.flip(4, 5).reshape(len(layers), heads, wh * ww, wh * ww)
+    scale = torch.clamp(_stacked([a.logit_scale for a in layers]), max=LOGIT_SCALE_MAX).exp()
+    return list(zip(scale.unbind(0), bias.unbind(0)))
 
 
 def window_partition(x: torch.Tensor, wh: int, ww: int) -> torch.Tensor:
@@ -236,7 +257,7 @@ class SwinV2Block(nn.Module):
         self.norm2 = TimeConditionedLayerNorm(dim, time_conditioning, eps)
         self.drop_path = DropPath(drop_path)
 
-    def attention(self, x: torch.Tensor) -> torch.Tensor:
+    def attention(self, x: torch.Tensor, tables: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """The window-attention branch on [B, H, W, C] (pad, shift, partition, attend, merge, unshift, crop)."""
         _, h, w, _ = x.shape
         wh, ww, sh, sw = window_geometry(h, w, self.window, self.shifted)
@@ -246,13 +267,15 @@ class SwinV2Block(nn.Module):
         if sh or sw:
             x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
         mask = attention_mask(h, w, wh, ww, sh, sw, x.device)
-        y = window_merge(self.attn(window_partition(x, wh, ww), wh, ww, mask), hp, wp, wh, ww)
+        y = window_merge(self.attn(window_partition(x, wh, ww), wh, ww, mask, tables), hp, wp, wh, ww)
         if sh or sw:
             y = torch.roll(y, shifts=(sh, sw), dims=(1, 2))
         if hp > h or wp > w:
             y = y[:, :h, :w]
         return y
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
-        x = x + self.drop_path(self.norm1(self.attention(x), t))
+    def forward(self, x: torch.Tensor, t: torch.Tensor | None,
+                tables: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """``tables``: this block's entry of ``attention_tables`` (computed here when None)."""
+        x = x + self.drop_path(self.norm1(self.attention(x, tables), t))
         return x + self.drop_path(self.norm2(self.fc2(F.gelu(self.fc1(x))), t))

@@ -14,6 +14,7 @@ from sciformer.nn.window_attention import (
     WindowAttention,
     _ScaledUnit,
     attention_mask,
+    attention_tables,
     cosine_window_attention,
     relative_coordinates,
     window_geometry,
@@ -176,3 +177,19 @@ def test_scaled_unit_equals_the_autograd_formula(scaled):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12 * b.abs().max().item())
     regular = [x.detach()[1:].requires_grad_()] + leaves[1:]  # finite differences: away from the clamp
     assert torch.autograd.gradcheck(lambda x, *s: _ScaledUnit.apply(x, s[0] if s else None), tuple(regular))
+
+
+def test_batched_attention_tables_equal_each_layers_own():
+    """A stage's batched position-bias MLP gives every layer the scale and bias of its own MLP (float64)."""
+    torch.manual_seed(0)
+    layers = [WindowAttention(dim=12, heads=3).double() for _ in range(3)]
+    for i, a in enumerate(layers):
+        _randomise(a, seed=i)
+        a.logit_scale.data[0] = 6.0  # above log 100: clamped
+    tables = attention_tables(layers, 4, 3, torch.device("cpu"))
+    for a, (scale, bias) in zip(layers, tables):
+        t = 16 * torch.sigmoid(a.cpb_mlp(relative_coordinates(4, 3, torch.device("cpu"))))  # [7, 5, heads]
+        expected = torch.stack([t[i // 3 - j // 3 + 3, i % 3 - j % 3 + 2] for i in range(12) for j in range(12)])
+        torch.testing.assert_close(bias, expected.T.reshape(3, 12, 12), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(scale, a.logit_scale.clamp(max=math.log(100)).exp(), rtol=0, atol=0)
+    assert attention_tables(layers[:1], 4, 3, torch.device("cpu"))[0][1].shape == (3, 12, 12)
