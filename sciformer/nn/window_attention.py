@@ -198,10 +198,11 @@ def attention_tables(layers: Sequence[WindowAttention], wh: int, ww: int,
     w1 = _stacked([a.cpb_mlp[0].weight for a in layers])  # [L, hidden, 2]
     b1 = _stacked([a.cpb_mlp[0].bias for a in layers])
     w2 = _stacked([a.cpb_mlp[2].weight for a in layers])  # [L, heads, hidden]
-    hidden = torch.relu(torch.baddbmm(b1[:, None], table.expand(len(layers), -1, -1), w1.transpose(1, 2)))
-    t = 16 * torch.sigmoid(torch.bmm(hidden, w2.transpose(1, 2)))  # [L, T, heads]
-    heads = t.shape[-1]
-    t = t.view(len(layers), 2 * wh - 1, 2 * ww - 1, heads).permute(0, 3, 1, 2)
+    # transposed products ([L, features, T]) so that the weight gradients come out in the weights' layout
+    hidden = torch.relu(torch.baddbmm(b1[:, :, None], w1, table.T.expand(len(layers), -1, -1)))
+    t = 16 * torch.sigmoid(torch.bmm(w2, hidden))  # [L, heads, T]
+    heads = t.shape[1]
+    t = t.view(len(layers), heads, 2 * wh - 1, 2 * ww - 1)
     # u[l, h, a, b, c, d] = t[l, h, a + c, b + d]; with c = wh−1−j_h, d = ww−1−j_w this is t at offset i − j
     u = t.unfold(2, wh, 1).unfold(3, ww, 1)  # [L, heads, wh, ww, wh, ww]
     bias = u.flip(4, 5).reshape(len(layers), heads, wh * ww, wh * ww)
