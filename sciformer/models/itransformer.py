@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sciformer.kernels.dropout import dropout
+from sciformer.kernels.linear import Linear
 from sciformer.models.registry import register
 
 
@@ -41,16 +43,19 @@ class Attention(nn.Module):
     def __init__(self, d_model: int, n_heads: int, dropout: float):
         super().__init__()
         self.n_heads, self.dropout = n_heads, dropout
-        self.query = nn.Linear(d_model, d_model)
-        self.key = nn.Linear(d_model, d_model)
-        self.value = nn.Linear(d_model, d_model)
-        self.out = nn.Linear(d_model, d_model)
+        self.query = Linear(d_model, d_model)
+        self.key = Linear(d_model, d_model)
+        self.value = Linear(d_model, d_model)
+        self.out = Linear(d_model, d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, D = x.shape
         q, k, v = (p(x).view(B, T, self.n_heads, -1).transpose(1, 2) for p in (self.query, self.key, self.value))
-        # scale 1/sqrt(d_k) and dropout on the attention weights, as the reference FullAttention
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        # the reference FullAttention: softmax(scale · q kᵀ), dropout on the weights. Written out rather than
+        # SDPA, whose CPU kernels have no dropout: its fallback scales q and k (not the small score matrix)
+        # and masks rows that are never fully masked here.
+        a = torch.softmax((q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5, -1)
+        y = dropout(a, self.dropout, self.training) @ v
         return self.out(y.transpose(1, 2).reshape(B, T, D))
 
 
@@ -61,16 +66,17 @@ class EncoderLayer(nn.Module):
     def __init__(self, cfg: ITransformerConfig):
         super().__init__()
         self.attention = Attention(cfg.d_model, cfg.n_heads, cfg.dropout)
-        self.ffn_in = nn.Linear(cfg.d_model, cfg.d_ff)
-        self.ffn_out = nn.Linear(cfg.d_ff, cfg.d_model)
+        self.ffn_in = Linear(cfg.d_model, cfg.d_ff)
+        self.ffn_out = Linear(cfg.d_ff, cfg.d_model)
         self.norm1 = nn.LayerNorm(cfg.d_model)
         self.norm2 = nn.LayerNorm(cfg.d_model)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.p = cfg.dropout
         self.act = {"gelu": F.gelu, "relu": F.relu}[cfg.activation]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.norm1(x + self.drop(self.attention(x)))
-        y = self.drop(self.ffn_out(self.drop(self.act(self.ffn_in(x)))))
+        p, train = self.p, self.training
+        x = self.norm1(x + dropout(self.attention(x), p, train))
+        y = dropout(self.ffn_out(dropout(self.act(self.ffn_in(x)), p, train)), p, train)
         return self.norm2(x + y)
 
 
@@ -84,12 +90,11 @@ class ITransformer(nn.Module):
         if any(not 0 < q < 1 for q in config.quantiles):
             raise ValueError(f"quantile levels must lie in (0, 1), got {config.quantiles}")
         self.config = config
-        self.embed = nn.Linear(config.seq_len, config.d_model)  # inverted embedding: a lookback -> a token
-        self.embed_drop = nn.Dropout(config.dropout)
+        self.embed = Linear(config.seq_len, config.d_model)  # inverted embedding: a lookback -> a token
         self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.e_layers))
         self.norm = nn.LayerNorm(config.d_model)
         self.n_outputs = max(1, len(config.quantiles))
-        self.projection = nn.Linear(config.d_model, config.pred_len * self.n_outputs)
+        self.projection = Linear(config.d_model, config.pred_len * self.n_outputs)
 
     def forward(self, x: torch.Tensor, x_mark: torch.Tensor | None = None) -> torch.Tensor:
         cfg = self.config
@@ -104,7 +109,7 @@ class ITransformer(nn.Module):
         tokens = x.transpose(1, 2)  # [B, N, L]
         if x_mark is not None and x_mark.shape[-1] > 0:
             tokens = torch.cat([tokens, x_mark.to(x.dtype).transpose(1, 2)], 1)  # [B, N + F, L]
-        h = self.embed_drop(self.embed(tokens))  # [B, N + F, D]
+        h = dropout(self.embed(tokens), cfg.dropout, self.training)  # [B, N + F, D]
         for layer in self.layers:
             h = layer(h)
         out = self.projection(self.norm(h))[:, :N]  # covariate tokens dropped: [B, N, H * Q]

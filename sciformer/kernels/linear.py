@@ -1,0 +1,66 @@
+"""Float32 linear layers on CPU through oneDNN instead of MKL: the same product, about twice as fast on AMD.
+
+ATen sends CPU float32 ``matmul``/``linear`` to MKL's sgemm, which runs its AVX2 code on non-Intel CPUs; oneDNN
+(bundled with PyTorch) uses AVX-512 where the CPU has it. On this machine kind (AMD EPYC, 2 threads) a
+[352, 256] × [256, 256] product takes 230 µs with MKL and 130 µs with oneDNN, and the same holds for the two
+backward products. Both are plain float32 (no reduced-precision accumulation); results differ only by summation
+order (~1e-6 relative). ``linear`` takes the oneDNN path in modes ``auto``/``compile`` for CPU float32 tensors
+outside autocast and compilation, and ``F.linear`` otherwise (mode ``reference``, CUDA, other dtypes).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sciformer.kernels.dispatch import mode
+
+
+def _mm(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """``x @ w.T + b`` with oneDNN (``w`` [out, in]; strided views are fine)."""
+    return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    """``F.linear`` with the forward and both backward products done by oneDNN."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _mm(x, weight, bias)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        x, weight = ctx.saved_tensors
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = _mm(g, weight.t())
+        g2 = g.reshape(-1, g.shape[-1])
+        if ctx.needs_input_grad[1]:
+            gw = _mm(g2.t(), x.reshape(-1, x.shape[-1]).t())
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = g2.sum(0)
+        return gx, gw, gb
+
+
+def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and x.ndim >= 2
+            and torch.backends.mkldnn.is_available() and mode() != "reference"
+            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling())
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)``, through oneDNN on CPU float32 (see the module docstring)."""
+    if _use_onednn(x, weight):
+        return _OneDNNLinear.apply(x, weight, bias)
+    return F.linear(x, weight, bias)
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` (same parameters and state dict) whose product goes through :func:`linear`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias)
