@@ -51,9 +51,8 @@ def use(value: str) -> Iterator[None]:
 
 def compiled_enabled() -> bool:
     """True when ``torch.compile``d fusions may run (mode ``compile``, and not already inside a compile)."""
-    if mode() != "compile":
-        return False
     import torch
 
-    # Inside an outer torch.compile the reference is traced and fused by that compile anyway.
-    return not torch.compiler.is_compiling()
+    # Inside an outer torch.compile the reference is traced and fused by that compile anyway (checked first:
+    # dynamo cannot trace the ContextVar that ``mode`` reads).
+    return not torch.compiler.is_compiling() and mode() == "compile"

@@ -18,11 +18,16 @@ import torch.nn.functional as F
 from sciformer.kernels.dispatch import compiled_enabled
 
 
+def _compute_dtype(x: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+    """The wider of x's and the parameters' dtypes (bf16 activations under autocast: float32, t unrounded)."""
+    return weight.dtype if weight.dtype.itemsize > x.dtype.itemsize else x.dtype
+
+
 def _modulation(x: torch.Tensor, t: torch.Tensor | None, weight, bias, weight_t, bias_t):
     """γ(t), β(t) broadcastable to x: [dim] for t=None (t = 1), else [B, 1, ..., 1, dim]."""
     if t is None:
         return weight + weight_t, bias + bias_t
-    t = t.to(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+    t = t.to(_compute_dtype(x, weight)).reshape(-1, *([1] * (x.ndim - 1)))
     return weight + weight_t * t, bias + bias_t * t
 
 
@@ -68,12 +73,13 @@ def reference(x: torch.Tensor, t: torch.Tensor | None, weight: torch.Tensor, bia
               weight_t: torch.Tensor, bias_t: torch.Tensor, eps: float) -> torch.Tensor:
     """x [B, ..., dim], t [B] or None -> same shape as x (eager PyTorch).
 
-    Computed in the wider dtype of x and the parameters (under autocast: float32, as CUDA autocast's
-    ``F.layer_norm``), with t in that dtype too.
+    Computed in ``_compute_dtype`` (under autocast: float32, as CUDA autocast's ``F.layer_norm``).
     """
     if t is None:  # γ, β are plain vectors: F.layer_norm's own affine (its backward reduces them)
         return F.layer_norm(x, (x.shape[-1],), weight + weight_t, bias + bias_t, eps)
-    dtype = weight.dtype if weight.dtype.itemsize > x.dtype.itemsize else x.dtype
+    if torch.compiler.is_compiling():  # traced by an outer compile: Inductor fuses the plain formula's backward
+        return _fusable(x, t, weight, bias, weight_t, bias_t, eps)
+    dtype = _compute_dtype(x, weight)
     x3 = x.to(dtype) if x.ndim > 2 else x.to(dtype)[:, None]  # the backward reduces over axes 1..ndim−2
     y = _ModulatedLayerNorm.apply(x3, t.to(dtype), weight, bias, weight_t, bias_t, eps)
     return y if x.ndim > 2 else y[:, 0]

@@ -15,7 +15,8 @@ the blocks run in the mirrored order (so the first one shifts when the depth is 
 Beyond Poseidon: any H×W ≥ one patch (rectangular, odd, other resolutions) runs natively — windows shrink to the
 token grid per axis, tokens are padded to window multiples with padded keys masked, merges pad odd sizes and
 unmerges crop back; no Fourier resampling. ``t=None`` is a steady problem (t = 1). ``gradient_checkpointing``
-recomputes each stage in the backward pass. At the training resolution (128², 4→4) the function is exactly
+recomputes each stage in the backward pass. In kernel mode ``compile`` (``sciformer.kernels``) each stage is
+``torch.compile``d whole (static shapes). At the training resolution (128², 4→4) the function is exactly
 upstream's; ``sciformer convert poseidon`` maps released checkpoints onto this module.
 """
 
@@ -30,6 +31,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from sciformer.errors import DataError
+from sciformer.kernels.dispatch import compiled_enabled
 from sciformer.models.registry import register
 from sciformer.nn.conditional_norm import TimeConditionedLayerNorm
 from sciformer.nn.window_attention import SwinV2Block, attention_tables, window_geometry
@@ -250,6 +252,10 @@ class ScOT(nn.Module):
                 raise DataError("lead time t contains NaN or infinite values")
 
     def _run(self, module: nn.Module, *args):
+        if compiled_enabled() and module._compiled_call_impl is None:
+            # kernel mode ``compile``: each stage through Inductor as a whole, static shapes (in place: the
+            # state dict is unchanged). A new shape recompiles; the first step takes minutes on CPU.
+            module.compile(dynamic=False, fullgraph=True)
         if self.config.gradient_checkpointing and self.training and torch.is_grad_enabled():
             return checkpoint(module, *args, use_reentrant=False)
         return module(*args)

@@ -33,3 +33,16 @@ def test_bad_mode_names_the_switch(monkeypatch):
     with pytest.raises(SciformerError, match="kernels.use"):
         with kernels.use("triton"):
             pass
+
+
+def test_compiled_enabled_is_false_and_traceable_inside_a_full_graph_compile():
+    """Inside torch.compile(fullgraph=True) the check answers False without reading the mode's ContextVar
+    (which dynamo cannot trace): whole scOT stages compile in mode ``compile``."""
+    import torch
+
+    @torch.compile(fullgraph=True, backend="eager")
+    def f(x):
+        return x + 1 if kernels.compiled_enabled() else x - 1
+
+    with kernels.use("compile"):
+        assert f(torch.zeros(1)).item() == -1.0

@@ -400,6 +400,30 @@ def test_poseidon_learning_rate_groups():
     assert "encoder.0.blocks.0.attn.qkv.weight" in by_lr[1e-4]
 
 
+@pytest.mark.slow  # compiles six stages: ~3 min on the 2-core machine
+def test_compile_mode_compiles_whole_stages_to_the_same_function():
+    """Kernel mode ``compile``: stages run through torch.compile (static shapes, full graphs), same values and
+    gradients as the eager reference (float64: no rounding to hide behind); the state dict keeps its keys."""
+    from sciformer import kernels
+
+    torch.manual_seed(0)
+    eager = models.get("scot-tiny", in_channels=2, out_channels=2, image_size=32, **SMALL).double()
+    compiled = models.get("scot-tiny", in_channels=2, out_channels=2, image_size=32, **SMALL).double()
+    compiled.load_state_dict(eager.state_dict())
+    x, t = torch.randn(2, 2, 32, 32, dtype=torch.float64), torch.rand(2, dtype=torch.float64)
+    with kernels.use("reference"):
+        ref = eager(x, t)
+    ref.square().sum().backward()
+    with kernels.use("compile"):
+        out = compiled(x, t)
+    out.square().sum().backward()
+    assert all(stage._compiled_call_impl is not None for stage in [*compiled.encoder, *compiled.decoder])
+    assert compiled.state_dict().keys() == eager.state_dict().keys()
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-12)
+    for (name, p), q in zip(compiled.named_parameters(), eager.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-9, atol=1e-10 * q.grad.abs().max().item(), msg=name)
+
+
 @pytest.mark.slow  # ~10 s idle (mostly Lightning start-up), ~30 s on the shared machine
 def test_tiny_pretraining_config_runs_through_the_cli(tmp_path):
     """configs/pretrain/scot_tiny_cpu.yaml end to end on a small advected-field store written here."""
