@@ -10,6 +10,8 @@ outside autocast and compilation, and ``F.linear`` otherwise (mode ``reference``
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,10 +48,22 @@ class _OneDNNLinear(torch.autograd.Function):
         return gx, gw, gb
 
 
+@functools.cache
+def _onednn_works() -> bool:
+    """The op is internal to PyTorch: use it only if this build has it and it computes ``F.linear``."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        x, w, b = torch.randn(3, 5), torch.randn(4, 5), torch.randn(4)
+        return torch.allclose(_mm(x, w, b), F.linear(x, w, b), rtol=1e-5, atol=1e-5)
+    except (RuntimeError, AttributeError, TypeError):
+        return False
+
+
 def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and x.ndim >= 2
-            and torch.backends.mkldnn.is_available() and mode() != "reference"
-            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling())
+            and mode() != "reference" and not torch.is_autocast_enabled("cpu")
+            and not torch.compiler.is_compiling() and _onednn_works())
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

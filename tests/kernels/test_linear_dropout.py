@@ -55,6 +55,24 @@ def test_linear_falls_back_in_reference_mode_float64_and_autocast():
         assert linear(x32, w32).dtype == torch.bfloat16  # autocast's F.linear, not a float32 product
 
 
+def test_linear_falls_back_where_the_internal_op_is_missing(monkeypatch):
+    """The oneDNN op is internal to PyTorch: a build without it (or with another signature) uses F.linear."""
+    from sciformer.kernels import linear as lin
+
+    def missing(*a):
+        raise RuntimeError("No such operator mkldnn::_linear_pointwise")
+
+    monkeypatch.setattr(lin, "_mm", missing)
+    lin._onednn_works.cache_clear()
+    try:
+        x, w = torch.randn(3, 4, requires_grad=True), torch.randn(2, 4)
+        y = linear(x, w)
+        assert y.grad_fn.name() != "_OneDNNLinearBackward"
+        torch.testing.assert_close(y, F.linear(x, w))
+    finally:
+        lin._onednn_works.cache_clear()
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_dropout_is_bit_identical_to_f_dropout(dtype):
     x = torch.randn(4, 11, 64, dtype=dtype, requires_grad=True)
