@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The GPU checks of one short device session (about 9 minutes on one H100/H200), as one prepared script.
 #
-# Phase A, alone on the GPU (timings): scOT training step (bf16/fp32, tokens/s, MFU) and ADiT training
-# throughput. Phase B, side by side: the iTransformer Weather rows at 4 horizons (paper protocol, GPU),
+# Phase A, alone on the GPU (timings): scOT training step (bf16/fp32, tokens/s, MFU, launches per step; also
+# with SCIFORMER_KERNELS=compile) and ADiT training throughput. Phase B, side by side: the iTransformer Weather
+# rows at 4 horizons (paper protocol, GPU; done 2026-11-29, so off by default),
 # a time-boxed latent-DiT training + 1,000 molecule and crystal samples (scored afterwards where RDKit is:
 # `python benchmarks/molecules_adit.py score --raw .../samples_molecule.json`), and the GPU-only tests.
 # Everything lands in $OUT/gpu_results.tgz (logs, JSON); every job has its own time limit so the archive is
@@ -11,13 +12,25 @@
 # Needs beside the checkout (not in git): .gpu/.whl (wheels of packages the GPU image lacks: zarr, numcodecs,
 # donfig, google-crc32c, jsonargparse, docstring_parser, typeshed_client), .gpu/data (qm9_etkdg_30k,
 # perov_5/carbon_24 val+test stores, timeseries/weather.zarr) and .gpu/adit_ae_joint_cpu.ckpt (the trained
-# autoencoder, optimizer state stripped).
+# autoencoder, optimizer state stripped). Prepared here with (Python 3.12 wheels for the GPU image):
+#     echo /.gpu/ >> .git/info/exclude; mkdir -p .gpu/data/timeseries
+#     pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_28_x86_64 \
+#       --platform manylinux2014_x86_64 -d .gpu/.whl zarr numcodecs donfig google-crc32c jsonargparse \
+#       docstring_parser typeshed_client                      # pin the versions of .venv
+#     cp -r data/{qm9_etkdg_30k,perov_5_val,perov_5_test,carbon_24_val,carbon_24_test}.zarr .gpu/data/
+#     cp -r data/timeseries/weather.zarr .gpu/data/timeseries/
+#     python -c "import torch; c = torch.load('runs/adit_ae_joint_cpu/checkpoints/last.ckpt', weights_only=True);
+#       torch.save({k: c[k] for k in ('state_dict', 'hyper_parameters', 'sciformer_task', 'sciformer_model')},
+#       '.gpu/adit_ae_joint_cpu.ckpt')"
+# and run through the device tool with carry [".gpu"] and the command `OUT=$OUT bash benchmarks/gpu_checks.sh`.
 #
 #     OUT=/tmp/gpu bash benchmarks/gpu_checks.sh          # DEADLINE=570 seconds by default
+#     JOBS="weather adit tests" OUT=/tmp/gpu bash benchmarks/gpu_checks.sh
 set -u
 OUT=${OUT:-runs/gpu_checks}
 PY=${PY:-python3}
 DEADLINE=${DEADLINE:-570}
+JOBS=${JOBS:-"compile adit tests"}  # of: compile weather adit tests (scOT step and ADiT throughput always run)
 W=/tmp/gpu_checks
 mkdir -p "$OUT" "$W/logs" data
 START=$SECONDS
@@ -34,19 +47,23 @@ $PY -c "import torch, lightning, zarr, jsonargparse; print(torch.__version__, li
 
 # ---- phase A: timings on an otherwise idle GPU ----
 timeout 150 $PY benchmarks/scot_step.py --device cuda --threads 8 --out "$W/scot_step_cuda.json" > "$W/logs/scot_step.log" 2>&1
+if [[ " $JOBS " == *" compile "* ]]; then  # each scOT stage compiled whole (first step compiles: minutes)
+  SCIFORMER_KERNELS=compile timeout 240 $PY benchmarks/scot_step.py --device cuda --threads 8 \
+    --out "$W/scot_step_cuda_compile.json" > "$W/logs/scot_step_compile.log" 2>&1
+fi
 timeout 60 $PY benchmarks/molecules_adit.py throughput --device cuda --sizes adit-vae,adit-dit-s,adit-dit-b \
   --batch 256 --steps 10 --warmup 3 > "$W/logs/adit_throughput.log" 2>&1
 
 # ---- phase B: accuracy runs side by side ----
 left=$(( DEADLINE - (SECONDS - START) ))
 adit_s=$(( left - 120 ))  # probe, start-up and sampling take about 1.5 minutes
-timeout $(( left - 15 )) $PY benchmarks/molecules_adit.py budget --ae .gpu/adit_ae_joint_cpu.ckpt --seconds $adit_s \
+[[ " $JOBS " == *" adit "* ]] && timeout $(( left - 15 )) $PY benchmarks/molecules_adit.py budget --ae .gpu/adit_ae_joint_cpu.ckpt --seconds $adit_s \
   --out "$W/adit" > "$W/logs/adit_budget.log" 2>&1 &
-for h in 96 192 336 720; do
+[[ " $JOBS " == *" weather "* ]] && for h in 96 192 336 720; do
   timeout $(( left - 15 )) $PY benchmarks/itransformer_reproduce.py --datasets weather --horizons $h --accelerator gpu \
     --threads 2 --out "$W/weather_$h.json" --workdir "$W/reproduce" > "$W/logs/weather_$h.log" 2>&1 &
 done
-timeout 180 $PY -m pytest -q -p no:cacheprovider -m gpu tests/kernels > "$W/logs/pytest_gpu.log" 2>&1
+[[ " $JOBS " == *" tests "* ]] && timeout 180 $PY -m pytest -q -p no:cacheprovider -m gpu tests/kernels > "$W/logs/pytest_gpu.log" 2>&1
 wait
 echo "elapsed $(( SECONDS - START )) s" > "$W/logs/elapsed.txt"
 cp benchmarks/results/molecules_adit_throughput_cuda.json "$W/" 2>/dev/null
