@@ -307,6 +307,8 @@ def budget(args) -> None:
     """Time-boxed latent-DiT training through the shipped config (``sciformer fit`` path): a short run measures
     steps/s, then the real run's cosine schedule spans the steps that fit ``--seconds``; then molecules and
     crystals are sampled and saved raw (JSON), so they can be scored where RDKit is installed (``score``)."""
+    import lightning as L
+
     from sciformer.io import write_json
     from sciformer.lightning_cli import SciformerCLI
     from sciformer.tasks.generative import load_generator
@@ -329,12 +331,13 @@ def budget(args) -> None:
         c.trainer.checkpoint_callback.dirpath = str(work / "checkpoints")
         return c
 
-    class Clock(__import__("lightning").Callback):
+    class Clock(L.Callback):
         def __init__(self):
             self.t: dict[int, float] = {}
 
         def on_train_batch_end(self, trainer, *a):
-            torch.cuda.synchronize() if torch.cuda.is_available() else None
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
             self.t[trainer.global_step] = time.perf_counter()
 
     probe, clock = cli(args.probe_steps, out / "probe", 600), Clock()

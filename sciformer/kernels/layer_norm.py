@@ -80,7 +80,9 @@ def reference(x: torch.Tensor, t: torch.Tensor | None, weight: torch.Tensor, bia
     if torch.compiler.is_compiling():  # traced by an outer compile: Inductor fuses the plain formula's backward
         return _fusable(x, t, weight, bias, weight_t, bias_t, eps)
     dtype = _compute_dtype(x, weight)
-    x3 = x.to(dtype) if x.ndim > 2 else x.to(dtype)[:, None]  # the backward reduces over axes 1..ndim−2
+    x3 = x.to(dtype)
+    if x.ndim == 2:  # the backward reduces over axes 1..ndim−2: give a token axis
+        x3 = x3[:, None]
     y = _ModulatedLayerNorm.apply(x3, t.to(dtype), weight, bias, weight_t, bias_t, eps)
     return y if x.ndim > 2 else y[:, 0]
 
