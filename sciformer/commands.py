@@ -52,9 +52,9 @@ def finetune(
     *,
     ckpt: Path,
     data: Path,
-    samples: str = "8,32",
+    samples: list[int] | None = None,
     baseline: list[str] | None = None,
-    seeds: str = "0",
+    seeds: list[int] | None = None,
     epochs: int = 20,
     batch_size: int = 16,
     mode: str = "full",
@@ -81,10 +81,11 @@ def finetune(
     Args:
         ckpt: pretrained Lightning checkpoint or export/convert directory.
         data: the downstream field store (its train split is subsampled, its test split is used for scoring).
-        samples: comma-separated training-trajectory counts.
-        baseline: baselines trained with the same budget: scratch (same architecture, fresh weights) and/or fno
-            (neuraloperator's FNO, size --fno_model); default: scratch.
-        seeds: comma-separated seeds (report ≥ 3 for claims).
+        samples: training-trajectory counts (default 8,32); --samples 8,32 or --samples 8 --samples 32.
+        baseline: baselines trained with the same budget: scratch (the checkpoint's architecture, fresh weights;
+            for every source, converted Poseidon checkpoints included) and/or fno (neuraloperator's FNO, size
+            --fno_model); --baseline scratch --baseline fno or --baseline scratch,fno; default: scratch.
+        seeds: seeds (default 0; report ≥ 3 for claims), as --seeds 0,1,2.
         epochs: epochs per cell (same for every model).
         batch_size: batch size per cell.
         mode: full | frozen-latent | lora.
@@ -100,7 +101,7 @@ def finetune(
     """
     from sciformer.finetune import SweepConfig, sweep
 
-    cfg = SweepConfig(samples=_ints(samples), baselines=baseline or ["scratch"], seeds=_ints(seeds), epochs=epochs,
+    cfg = SweepConfig(samples=samples or [8, 32], baselines=baseline or ["scratch"], seeds=seeds or [0], epochs=epochs,
                       batch_size=batch_size, mode=mode, lr=lr, lr_embedding_recovery=lr_embedding_recovery,
                       lr_time_embedding=lr_time_embedding, scratch_lr=scratch_lr, precision=precision,
                       num_workers=num_workers, fno_model=fno_model, time_stride=time_stride)
@@ -108,11 +109,3 @@ def finetune(
     print((out / "report.md").read_text())
     print(f"results: {out / 'results.json'}  report: {out / 'report.md'}  plot: {out / 'error_vs_samples.png'}")
 
-
-def _ints(text: str) -> list[int]:
-    from sciformer.errors import SciformerError
-
-    try:
-        return [int(v) for v in str(text).split(",") if v.strip()]
-    except ValueError:
-        raise SciformerError(f"expected comma-separated integers, got {text!r}") from None

@@ -8,7 +8,9 @@ from torch import nn
 
 from sciformer import models
 from sciformer.errors import CheckpointError
-from sciformer.finetune import Pretrained, adapt, merged_stats
+from sciformer.adaptation import adapt, merged_stats
+from sciformer.checkpoints import Checkpoint
+from sciformer.models.spec import ChannelTensors, FamilySpec
 
 
 @dataclass
@@ -22,6 +24,15 @@ class TinyOp(nn.Module):
     """Embedding conv -> latent linear -> recovery conv + output mixing, named like scOT's parts."""
 
     config_class = TinyOpConfig
+    spec = FamilySpec(
+        kind="operator",
+        channels=(ChannelTensors("inputs", r"^embeddings\.proj\.weight$", dims=(1,)),
+                  ChannelTensors("outputs", r"^patch_recovery\.projection\.weight$", dims=(1,)),
+                  ChannelTensors("outputs", r"^patch_recovery\.projection\.bias$"),
+                  ChannelTensors("outputs", r"^patch_recovery\.mixup\.weight$", dims=(0, 1))),
+        adapters=r"^(embeddings|patch_recovery)\.",
+        lora_targets=r"^latent\.mlp$",
+    )
 
     def __init__(self, config):
         super().__init__()
@@ -46,13 +57,13 @@ def pretrained(inputs, outputs):
     torch.manual_seed(0)
     m = TinyOp(TinyOpConfig(len(inputs), len(outputs)))
     spec = {"inputs": inputs, "outputs": outputs, "spatial_shape": [8, 8], "stats": {v: {"mean": 1.0, "std": 2.0} for v in inputs}}
-    return m, Pretrained("TinyOp", {"in_channels": len(inputs), "out_channels": len(outputs), "width": 8},
-                         m.state_dict(), spec, "mem")
+    return m, Checkpoint("mem", "export", "TinyOp", {"in_channels": len(inputs), "out_channels": len(outputs),
+                                                     "width": 8}, m.state_dict(), spec)
 
 
 def test_same_variables_copy_everything_and_compute_the_same_function():
     m, pre = pretrained(["u", "v"], ["u", "v"])
-    new, report = adapt(pre, {"inputs": ["u", "v"], "outputs": ["u", "v"], "in_channels": 2, "out_channels": 2})
+    new, report = adapt(pre, {"inputs": ["u", "v"], "outputs": ["u", "v"]}, in_channels=2, out_channels=2)
     assert not report["reinitialised"] and not report["copied_by_channel"]
     x = torch.randn(2, 2, 8, 8)
     torch.testing.assert_close(new(x), m(x))
@@ -60,8 +71,8 @@ def test_same_variables_copy_everything_and_compute_the_same_function():
 
 def test_new_and_reordered_variables_are_matched_by_name():
     m, pre = pretrained(["rho", "u", "v", "p"], ["rho", "u", "v", "p"])
-    target = {"inputs": ["v", "u", "c"], "outputs": ["v", "u"], "in_channels": 3, "out_channels": 2}
-    new, report = adapt(pre, target)
+    target = {"inputs": ["v", "u", "c"], "outputs": ["v", "u"]}
+    new, report = adapt(pre, target, in_channels=3, out_channels=2)
     w_old, w_new = m.embeddings["proj"].weight, new.embeddings["proj"].weight
     torch.testing.assert_close(w_new[:, 0], w_old[:, 2])  # v
     torch.testing.assert_close(w_new[:, 1], w_old[:, 1])  # u
@@ -75,19 +86,19 @@ def test_new_and_reordered_variables_are_matched_by_name():
 
 def test_same_count_different_names_is_not_copied_blindly():
     m, pre = pretrained(["u", "v"], ["u", "v"])
-    new, report = adapt(pre, {"inputs": ["a", "b"], "outputs": ["a", "b"], "in_channels": 2, "out_channels": 2})
+    new, report = adapt(pre, {"inputs": ["a", "b"], "outputs": ["a", "b"]}, in_channels=2, out_channels=2)
     assert "embeddings.proj.weight" in report["reinitialised"]
     assert not torch.equal(new.embeddings["proj"].weight, m.embeddings["proj"].weight)
 
 
 def test_modes_freeze_the_latent():
     _, pre = pretrained(["u"], ["u"])
-    target = {"inputs": ["u"], "outputs": ["u"], "in_channels": 1, "out_channels": 1}
-    frozen, _ = adapt(pre, target, mode="frozen-latent")
+    target = {"inputs": ["u"], "outputs": ["u"]}
+    frozen, _ = adapt(pre, target, mode="frozen-latent", in_channels=1, out_channels=1)
     assert {n for n, p in frozen.named_parameters() if p.requires_grad} == {
         "embeddings.proj.weight", "embeddings.proj.bias", "patch_recovery.projection.weight",
         "patch_recovery.projection.bias", "patch_recovery.mixup.weight"}
-    lora, report = adapt(pre, target, mode="lora", lora_rank=2)
+    lora, report = adapt(pre, target, mode="lora", lora_rank=2, in_channels=1, out_channels=1)
     assert report["lora"] == ["latent.mlp"]
     assert {"latent.mlp.lora_a", "latent.mlp.lora_b"} <= {n for n, p in lora.named_parameters() if p.requires_grad}
     assert not lora.latent["mlp"].base.weight.requires_grad

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sciformer.data.conventions import time_span
 from sciformer.data.formats import open_source
 from sciformer.data.loader import ResumableLoader
 from sciformer.data.module import DataModule
@@ -88,7 +89,7 @@ class FieldDataModule(DataModule):
             "steady": bool(first.steady),
             "boundary_conditions": dict(first.boundary_conditions),
             "roles": dict(self.vocab.roles),
-            "time_span": None if first.steady else float(first.time[-1] - first.time[0]),
+            "time_span": None if first.steady else time_span(first.time),
             "sampler": self.sampler,
             "stores": [{"path": s.path, "variables": list(s.variables), "n_trajectories": int(s.n_trajectories),
                         "boundary_conditions": dict(s.boundary_conditions)} for s in self.sources],

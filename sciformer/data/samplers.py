@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate, get_worker_info
 
+from sciformer.data.conventions import STATIC_ROLES, lead_time, time_span
 from sciformer.data.normalization import Normalizer
 from sciformer.errors import DataError
 
@@ -95,7 +96,6 @@ def split_trajectories(n: int, fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> 
 
 
 # ---- variable vocabulary --------------------------------------------------------------------------
-STATIC_ROLES = ("coefficient", "forcing", "source")
 
 
 class Vocabulary:
@@ -164,8 +164,7 @@ class FieldPairs(Dataset):
                 pairs = next_step_pairs(snaps)
             else:
                 raise DataError(f"unknown sampler {sampler!r}; use 'all2all' or 'next-step'")
-            span = float(source.time[-1] - source.time[0])
-            self.span = span if span > 0 else 1.0
+            self.span = time_span(source.time)
         self.index = PairIndex(trajectories, pairs)
         have = set(source.variables)
         self.mask = torch.tensor([1.0 if v in have else 0.0 for v in vocab.outputs])
@@ -198,7 +197,7 @@ class FieldPairs(Dataset):
             return None
         self._fill(self.vocab.inputs, i, int(ti), x)
         self._fill(self.vocab.outputs, i, int(tj), y)
-        return float((self.source.time[tj] - self.source.time[ti]) / self.span)
+        return lead_time(self.source.time[ti], self.source.time[tj], self.span)
 
     def __getitem__(self, n: int) -> dict[str, torch.Tensor]:
         return {k: v[0] for k, v in _gather([(self, n)]).items()}

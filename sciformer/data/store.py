@@ -29,19 +29,12 @@ from typing import Any
 
 import numpy as np
 
+from sciformer.data.conventions import ROLES, TIME_ROLES, is_static
 from sciformer.errors import DataError
 
 LAYOUT = "fields"
-TIME_ROLES = ("state", "solution")
-STATIC_ROLES = ("coefficient", "forcing", "source")
-ROLES = TIME_ROLES + STATIC_ROLES
 BOUNDARY_CONDITIONS = ("periodic", "dirichlet", "neumann", "open", "wall", "unspecified")
 RESERVED = ("trajectory", "time")
-
-
-def _is_static(role: str, steady: bool) -> bool:
-    """Static variables have no time axis; in a steady store every variable is static."""
-    return steady or role in STATIC_ROLES
 
 
 COMPRESSORS = ("lz4", "zstd", None)
@@ -191,12 +184,12 @@ class FieldStoreWriter:
 
     def _shape(self, name: str) -> tuple[int, ...]:
         spatial = tuple(len(v) for v in self.coords.values())
-        if _is_static(self.variables[name]["role"], self.steady):
+        if is_static(self.variables[name]["role"], self.steady):
             return (self.n, *spatial)
         return (self.n, len(self.time), *spatial)
 
     def _dims(self, name: str) -> list[str]:
-        if _is_static(self.variables[name]["role"], self.steady):
+        if is_static(self.variables[name]["role"], self.steady):
             return ["trajectory", *self.coords]
         return ["trajectory", "time", *self.coords]
 
@@ -275,7 +268,7 @@ class FieldStoreWriter:
                 raise DataError(f"{self.path}: variable {name!r} trajectory {i} has NaN/Inf at index {idx}")
             g[name][i] = arr
             entry = {"moments": _moments(arr)}
-            if not _is_static(spec["role"], self.steady):
+            if not is_static(spec["role"], self.steady):
                 entry["diff_moments"] = _moments(np.diff(arr.astype(np.float64), axis=0))
             stats[name] = entry
         record = self.partial / "progress" / f"{i}.json"
@@ -382,7 +375,7 @@ class FieldStore:
             role = a.get("role")
             if role not in ROLES:
                 raise DataError(f"{self.path}: variable {name!r} has role {role!r}; expected one of {ROLES}")
-            static = _is_static(role, self.steady)
+            static = is_static(role, self.steady)
             want = ["trajectory", *self.axes] if static else ["trajectory", "time", *self.axes]
             if dims_of[name] != want:
                 raise DataError(f"{self.path}: variable {name!r} has dims {dims_of[name]}; expected {want}")
@@ -434,7 +427,7 @@ class FieldStore:
 
     # ---- reads -------------------------------------------------------------------------------
     def is_static(self, name: str) -> bool:
-        return _is_static(self.roles[name], self.steady)
+        return is_static(self.roles[name], self.steady)
 
     def _require(self, name: str) -> None:
         if name not in self.roles:

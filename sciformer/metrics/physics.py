@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sciformer.data.store import TIME_ROLES
+from sciformer.data.conventions import TIME_ROLES
 from sciformer.errors import SciformerError
 from sciformer.metrics.fields import SampleMean, spatial_axes
 

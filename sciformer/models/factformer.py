@@ -33,6 +33,7 @@ from torch import nn
 
 from sciformer.errors import DataError
 from sciformer.models.registry import register
+from sciformer.models.spec import ChannelTensors, FamilySpec
 from sciformer.nn.conditional_norm import TimeConditionedLayerNorm
 from sciformer.nn.factorized_attention import MODES, FactorizedAttention, quadrature_weights
 
@@ -94,6 +95,15 @@ class GridEncoding(nn.Module):
 
 class FactFormer(nn.Module):
     config_class = FactFormerConfig
+    spec = FamilySpec(
+        kind="operator",
+        channels=(ChannelTensors("inputs", r"^embed\.weight$", dims=(1,)),  # [dim, C_in]
+                  ChannelTensors("outputs", r"^head2\.(weight|bias)$")),  # [C_out, dim], [C_out]
+        adapters=r"^(embed|head1|head2)\.",
+        time_conditioning=r"norm[^.]*\.(weight|bias)(_t)?$",
+        lora_targets=r"attn\.(to_v|to_in|out1|out2|kernel\.\d+\.to_[qk])$",
+        lr_groups={"embedding_recovery": r"^(embed|head1|head2)\.", "time_embedding": r"norm[^.]*\.(weight|bias)_t$"},
+    )
 
     def __init__(self, config: FactFormerConfig):
         super().__init__()

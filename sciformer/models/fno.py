@@ -14,6 +14,7 @@ from torch import nn
 
 from sciformer.errors import SciformerError
 from sciformer.models.registry import register
+from sciformer.models.spec import ChannelTensors, FamilySpec
 
 
 @dataclass
@@ -29,6 +30,15 @@ class FNOConfig:
 
 class FNO(nn.Module):
     config_class = FNOConfig
+    # neuraloperator's parameter names; its channel MLPs are 1×1 Conv1d layers (weights [out, in, 1])
+    spec = FamilySpec(
+        kind="operator",
+        channels=(ChannelTensors("inputs", r"^fno\.lifting\.fcs\.0\.weight$", dims=(1,), trailing=1),  # + lead time
+                  ChannelTensors("outputs", r"^fno\.projection\.fcs\.1\.(weight|bias)$")),
+        adapters=r"^fno\.(lifting|projection)\.",
+        lora_targets=r"^fno\.fno_blocks\.(channel_mlp\.\d+\.fcs\.\d+|fno_skips\.\d+\.conv)$",
+        lr_groups={"embedding_recovery": r"^fno\.(lifting|projection)\."},
+    )
 
     def __init__(self, config: FNOConfig):
         super().__init__()

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from sciformer.models.spec import ChannelTensors, FamilySpec
+
 
 @dataclass
 class GraphTransformerConfig:
@@ -47,6 +49,13 @@ class GraphTransformer(nn.Module):
     """Batch (PyG) with ``atomic_numbers``, ``pos``, ``batch`` and optional ``cell``/``pbc`` → [B, num_targets]."""
 
     config_class = GraphTransformerConfig
+    spec = FamilySpec(
+        kind="property",
+        channels=(ChannelTensors("properties", r"^head\.2\.(weight|bias)$"),),  # one output row per property
+        adapters=r"^head\.",
+        lora_targets=r"layers\.\d+\.(conv\.nn\.\d+|nn\.\d+|mlp\.\d+|attn\.out_proj)$",
+        lr_groups={"embedding_recovery": r"^(atom_embed|head)\."},
+    )
 
     def __init__(self, config: GraphTransformerConfig):
         super().__init__()

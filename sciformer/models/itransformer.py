@@ -20,6 +20,7 @@ from torch import nn
 from sciformer.kernels.dropout import dropout
 from sciformer.kernels.linear import Linear
 from sciformer.models.registry import register
+from sciformer.models.spec import FamilySpec
 
 
 @dataclass
@@ -84,6 +85,13 @@ class EncoderLayer(nn.Module):
 
 class ITransformer(nn.Module):
     config_class = ITransformerConfig
+    # no parameter depends on the variates: nothing to match by name
+    spec = FamilySpec(
+        kind="series",
+        adapters=r"^(embed|projection)\.",
+        lora_targets=r"(attention\.(query|key|value|out)|ffn_in|ffn_out)$",
+        lr_groups={"embedding_recovery": r"^(embed|projection)\."},
+    )
 
     def __init__(self, config: ITransformerConfig):
         super().__init__()

@@ -1,7 +1,10 @@
 """Named model sizes: one line per size, each a model class plus its published hyper-parameters.
 
-A model class declares ``config_class`` (a dataclass) and takes an instance of it as its only argument.
-``register("scot-t", ScOT, embed_dim=48, ...)`` records a size; ``get("scot-t", in_channels=2)`` builds it.
+A model class declares ``config_class`` (a dataclass), takes an instance of it as its only argument, and
+declares its ``spec`` (``sciformer.models.spec.FamilySpec``). ``register("scot-t", ScOT, embed_dim=48, ...)``
+records a size; ``get("scot-t", in_channels=2)`` builds it.
+
+A new family is one model file (config, model, spec, ``register`` lines) plus its line in ``FAMILY_MODULES``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 from torch import nn
 
 from sciformer.errors import SciformerError
+from sciformer.models.spec import spec_of
 
 # Modules that register sizes when imported. Imported on first use so `import sciformer` stays light.
 # One line per model family; each module registers its named sizes on import.
@@ -32,6 +36,7 @@ _loaded = False
 
 def register(name: str, model_cls: type[nn.Module], **hparams: Any) -> None:
     """Record a named size of ``model_cls``; its hyper-parameters must be fields of ``model_cls.config_class``."""
+    spec_of(model_cls)  # every family declares its spec next to its model
     fields = {f.name for f in dataclasses.fields(model_cls.config_class)}
     unknown = set(hparams) - fields
     if unknown:
@@ -65,11 +70,15 @@ def model_class(name: str) -> type[nn.Module]:
 
 
 def config(name: str, **overrides: Any):
-    """The config dataclass of a named size with ``overrides`` applied (unknown keys are a clear error)."""
+    """The config dataclass of a named size (or of a model class, by class name) with ``overrides`` applied
+    (unknown keys are a clear error)."""
     _load_families()
-    if name not in _SIZES:
+    if name in _SIZES:
+        cls, hparams = _SIZES[name]
+    elif name in _CLASSES:  # a class name: its config's defaults (a checkpoint's fresh twin passes every field)
+        cls, hparams = _CLASSES[name], {}
+    else:
         raise SciformerError(f"unknown model {name!r}; registered: {', '.join(names()) or '(none)'}")
-    cls, hparams = _SIZES[name]
     fields = {f.name for f in dataclasses.fields(cls.config_class)}
     unknown = set(overrides) - fields
     if unknown:

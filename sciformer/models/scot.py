@@ -33,6 +33,7 @@ from torch.utils.checkpoint import checkpoint
 from sciformer.errors import DataError
 from sciformer.kernels.dispatch import compiled_enabled
 from sciformer.models.registry import register
+from sciformer.models.spec import ChannelTensors, FamilySpec
 from sciformer.nn.conditional_norm import TimeConditionedLayerNorm
 from sciformer.nn.window_attention import SwinV2Block, attention_tables, window_geometry
 
@@ -187,6 +188,19 @@ class ScOT(nn.Module):
     """scOT operator: ``model(x [B, C_in, H, W], t [B] or None) -> [B, C_out, H, W]``."""
 
     config_class = ScOTConfig
+    spec = FamilySpec(
+        kind="operator",
+        channels=(ChannelTensors("inputs", r"^embeddings\.proj\.weight$", dims=(1,)),        # [E, C_in, p, p]
+                  ChannelTensors("outputs", r"^patch_recovery\.projection\.weight$", dims=(1,)),  # [E, C_out, p, p]
+                  ChannelTensors("outputs", r"^patch_recovery\.projection\.bias$"),
+                  ChannelTensors("outputs", r"^patch_recovery\.mixup\.weight$", dims=(0, 1))),  # [C_out, C_out, 5, 5]
+        adapters=r"^(embeddings|patch_recovery)\.",
+        # Poseidon gives every time-conditioned norm parameter outside the embedding the time-embedding LR
+        time_conditioning=r"norm[^.]*\.(weight|bias)(_t)?$",
+        lora_targets=r"(attn\.qkv|attn\.proj|fc1|fc2)$",
+        lr_groups={"embedding_recovery": r"^(embeddings|patch_recovery)\.",
+                   "time_embedding": r"norm[^.]*\.(weight|bias)(_t)?$"},
+    )
 
     def __init__(self, config: ScOTConfig):
         super().__init__()

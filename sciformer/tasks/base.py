@@ -17,8 +17,10 @@ import lightning as L
 import torch
 from torch import nn
 
-from sciformer import models
+from sciformer import checkpoints, models
+from sciformer.adaptation import adapt, check_mode
 from sciformer.errors import CheckpointError
+from sciformer.nn.lora import lora_description
 
 # Parameter names matching these never get weight decay (plus every tensor with ndim < 2: biases, norms).
 NO_DECAY = re.compile(r"(norm|embed|pos_|position|bias|gamma|beta|logit_scale|cpb)", re.IGNORECASE)
@@ -48,7 +50,7 @@ class BaseTask(L.LightningModule):
         lr_groups: optional ``{regex: lr}``; parameters whose name matches get that LR (first match wins).
         data_spec: filled by the CLI from the DataModule; kept in the checkpoint.
         pretrained: a checkpoint (.ckpt) or export directory to start from; its architecture is used and its
-            channels are adapted to ``data_spec`` by variable name (``sciformer.finetune.adapt``).
+            channels are adapted to ``data_spec`` by variable name (``sciformer.adaptation.adapt``).
         finetune_mode: "full" | "frozen-latent" | "lora" (with ``pretrained``).
         lora_rank: rank of the LoRA updates (mode "lora").
     """
@@ -79,15 +81,16 @@ class BaseTask(L.LightningModule):
 
     def build_model(self) -> nn.Module:
         hp = self.hparams
+        options = {**self.model_overrides(), **(hp.model_options or {})}
         if hp.pretrained:
-            from sciformer.finetune import adapt, load_pretrained
-
-            model, self.adaptation = adapt(load_pretrained(hp.pretrained), hp.data_spec or {},
-                                           mode=hp.finetune_mode, lora_rank=hp.lora_rank, **(hp.model_options or {}))
+            model, self.adaptation = adapt(checkpoints.read(hp.pretrained), hp.data_spec or {},
+                                           mode=hp.finetune_mode, lora_rank=hp.lora_rank, **options)
             return model
         if not hp.model:
             raise CheckpointError("set `model` (a registered name, see `sciformer info`) or `pretrained`")
-        return models.get(hp.model, **{**self.model_overrides(), **(hp.model_options or {})})
+        if check_mode(hp.finetune_mode) != "full":
+            raise CheckpointError(f"finetune_mode {hp.finetune_mode!r} needs `pretrained` (a checkpoint to start from)")
+        return models.get(hp.model, **options)
 
     def forward(self, *args, **kwargs):
         return self.model(*args, **kwargs)
@@ -145,6 +148,7 @@ class BaseTask(L.LightningModule):
         checkpoint["sciformer_model"] = {
             "class": type(self.model).__name__,
             "config": dataclasses.asdict(self.model.config),
+            "lora": lora_description(self.model),  # None, or what `sciformer export` needs to merge the updates
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sciformer import models
+from sciformer import checkpoints, models
 from sciformer.data.atoms import DOMAINS, params_to_cell
 from sciformer.errors import CheckpointError
 from sciformer.models.adit import flow
@@ -172,18 +172,13 @@ class AutoencoderTask(BaseTask):
 
 
 def _autoencoder_from_checkpoint(path: str) -> tuple[torch.nn.Module, dict]:
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    spec = ckpt.get("sciformer_model")
-    if spec is None or ckpt.get("sciformer_task") != "AutoencoderTask":
-        raise CheckpointError(f"{path}: not an AutoencoderTask checkpoint")
-    ae = _build(spec)
-    ae.load_state_dict({k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")})
-    return ae, spec
+    ck = checkpoints.read(path, kind="autoencoder")
+    return ck.build(), {"class": ck.model_class, "config": ck.config}
 
 
 def _build(spec: dict) -> torch.nn.Module:
-    cls = models.model_class(spec["class"])
-    return cls(cls.config_class(**spec["config"]))
+    """The autoencoder an LDM checkpoint describes (its weights come with the LDM's state dict)."""
+    return models.get(spec["class"], **spec["config"])
 
 
 class LatentFlowTask(BaseTask):
@@ -440,14 +435,15 @@ def load_generator(ckpt: str | Path, device: str = "cpu", decoder: str | Path | 
     """LatentFlowTask from its checkpoint; ``decoder``: an AutoencoderTask checkpoint whose decoder replaces the
     embedded one. Its encoder must be the embedded encoder (a decoder fine-tuned with ``freeze_encoder``), since
     the flow was trained in that encoder's latent space."""
-    raw = torch.load(str(ckpt), map_location="cpu", weights_only=True)
-    if raw.get("sciformer_task") != "LatentFlowTask":
-        raise CheckpointError(f"{ckpt}: not a LatentFlowTask checkpoint (got {raw.get('sciformer_task')})")
-    hp = {k: v for k, v in raw["hyper_parameters"].items() if not k.startswith("_")}
+    ck = checkpoints.read(ckpt, kind="generative")
+    if ck.source != "ckpt" or ck.task != "LatentFlowTask":
+        raise CheckpointError(f"{ckpt}: not a LatentFlowTask training checkpoint (got {ck.task or ck.source}); "
+                              "sampling needs the .ckpt written by `sciformer fit`, which embeds the autoencoder")
+    hp = {k: v for k, v in ck.hparams.items() if not k.startswith("_")}
     if not hp.get("autoencoder_spec"):
         raise CheckpointError(f"{ckpt}: no embedded autoencoder architecture (autoencoder_spec)")
     task = LatentFlowTask(**hp)
-    task.load_state_dict(raw["state_dict"])
+    task.load_state_dict(ck.task_state)
     if decoder is not None:
         ae, _ = _autoencoder_from_checkpoint(str(decoder))
         same = all(torch.equal(a, b) for a, b in zip(ae.encoder.state_dict().values(),

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sciformer.adaptation import lr_patterns
 from sciformer.errors import DataError
 from sciformer.metrics.fields import GroupRelativeError, group_relative_error
 from sciformer.metrics.physics import VELOCITY_GROUPS
@@ -42,11 +43,6 @@ class OperatorTask(BaseTask):
         lr_time_embedding: LR of the time-conditioning parameters of the norms (Poseidon fine-tuning).
         (other arguments: see BaseTask)
     """
-
-    # Parameter-name patterns of the channel-dependent parameters and of the norms (Poseidon gives every
-    # ConditionalLayerNorm parameter outside the embedding the time-embedding LR).
-    EMBEDDING_RECOVERY = r"^(embeddings|patch_recovery)\."
-    TIME_EMBEDDING = r"norm[^.]*\.(weight|bias)(_t)?$"
 
     def __init__(
         self,
@@ -88,11 +84,12 @@ class OperatorTask(BaseTask):
                                           for stage in ("val", "test") for name in ("model", "persistence")})
 
     def lr_patterns(self) -> dict[str, float]:
-        hp, patterns = self.hparams, super().lr_patterns()
-        if hp.lr_embedding_recovery is not None:
-            patterns.setdefault(self.EMBEDDING_RECOVERY, hp.lr_embedding_recovery)
-        if hp.lr_time_embedding is not None:
-            patterns.setdefault(self.TIME_EMBEDDING, hp.lr_time_embedding)
+        """User patterns first, then the family's embedding/recovery and time-embedding groups (its spec)."""
+        hp = self.hparams
+        patterns = super().lr_patterns()
+        for p, lr in lr_patterns(self.model, {"embedding_recovery": hp.lr_embedding_recovery,
+                                              "time_embedding": hp.lr_time_embedding}).items():
+            patterns.setdefault(p, lr)
         return patterns
 
     def model_overrides(self) -> dict[str, Any]:

@@ -365,15 +365,15 @@ def test_converted_checkpoint_computes_the_upstream_function(cfg):
 
 # ---- fitting into the rest of sciformer: channel adaptation and Poseidon's learning-rate groups --------------
 def test_channel_adaptation_reuses_embedding_and_recovery_channels_by_name():
-    from sciformer.finetune import Pretrained, adapt
+    from sciformer.adaptation import adapt
+    from sciformer.checkpoints import Checkpoint
 
     torch.manual_seed(0)
     pre_model = models.get("scot-tiny", in_channels=4, out_channels=4)
     spec = {"inputs": ["rho", "u", "v", "p"], "outputs": ["rho", "u", "v", "p"]}
-    pre = Pretrained("ScOT", {k: getattr(pre_model.config, k) for k in ("embed_dim", "depths", "num_heads",
-                                                                       "skip_blocks", "window_size", "patch_size")},
-                     pre_model.state_dict(), spec)
-    model, report = adapt(pre, {"inputs": ["u", "v", "c"], "outputs": ["u", "v"], "in_channels": 3, "out_channels": 2})
+    pre = Checkpoint("mem", "export", "ScOT", {k: getattr(pre_model.config, k) for k in (
+        "embed_dim", "depths", "num_heads", "skip_blocks", "window_size", "patch_size")}, pre_model.state_dict(), spec)
+    model, report = adapt(pre, {"inputs": ["u", "v", "c"], "outputs": ["u", "v"]}, in_channels=3, out_channels=2)
     assert sorted(report["copied_by_channel"]) == ["embeddings.proj.weight", "patch_recovery.mixup.weight",
                                                    "patch_recovery.projection.bias",
                                                    "patch_recovery.projection.weight"]

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sciformer.models.spec import FamilySpec
+
 
 @dataclass
 class AutoencoderConfig:
@@ -98,6 +100,12 @@ class AllAtomAutoencoder(nn.Module):
     """Variational autoencoder over atom tokens (ADiT's VAE)."""
 
     config_class = AutoencoderConfig
+    spec = FamilySpec(
+        kind="autoencoder",
+        adapters=r"^decoder\.(atom_types_head|pos_head|frac_head|lattice_head)\.",
+        lora_targets=r"transformer\.layers\.\d+\.(linear1|linear2|self_attn\.out_proj)$",
+        lr_groups={"embedding_recovery": r"^(encoder\.(atom_embed|pos_embed|frac_embed)|decoder\.\w+_head)\."},
+    )
 
     def __init__(self, config: AutoencoderConfig):
         super().__init__()

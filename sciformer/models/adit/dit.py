@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sciformer.models.adit.autoencoder import sinusoid
+from sciformer.models.spec import FamilySpec
 
 
 @dataclass
@@ -88,6 +89,13 @@ class LatentDiT(nn.Module):
     """x̂₁ = DiT(x_t, t, labels); shapes: x_t [B, N, L], t [B], mask [B, N] (True = atom)."""
 
     config_class = DiTConfig
+    spec = FamilySpec(
+        kind="generative",
+        adapters=r"^(x_embed|final|dataset_embed|spacegroup_embed|property_embed)\.",
+        time_conditioning=r"^t_embed\.",
+        lora_targets=r"blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.0|mlp\.2)$",
+        lr_groups={"embedding_recovery": r"^(x_embed|final)\.", "time_embedding": r"^t_embed\."},
+    )
 
     def __init__(self, config: DiTConfig):
         super().__init__()
