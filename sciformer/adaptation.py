@@ -39,10 +39,10 @@ def merged_stats(pretrained_spec: dict[str, Any], target_stats: dict[str, Any]) 
     return {name: known.get(name, s) for name, s in target_stats.items()}
 
 
-def _pairs(decl: ChannelTensors, old: list[str], new: list[str]) -> list[tuple[int, int]]:
-    """(new index, old index) of the variables both sides name, then the trailing non-variable channels."""
+def _pairs(old: list[str], new: list[str], extras: int) -> list[tuple[int, int]]:
+    """(new index, old index) of the variables both sides name, then of the non-variable channels after them."""
     pairs = [(j, old.index(n)) for j, n in enumerate(new) if n in old]
-    return pairs + [(len(new) + k, len(old) + k) for k in range(decl.trailing)]
+    return pairs + [(len(new) + k, len(old) + k) for k in range(extras)]
 
 
 def _copy_slices(fresh: torch.Tensor, old: torch.Tensor, dims: tuple[int, ...], pairs: list[tuple[int, int]]):
@@ -60,12 +60,15 @@ def _copy_slices(fresh: torch.Tensor, old: torch.Tensor, dims: tuple[int, ...], 
     return out
 
 
-def _fits(decl: ChannelTensors, fresh: torch.Tensor, old: torch.Tensor, n_new: int, n_old: int) -> bool:
-    """The declared dims have the variable counts, and every other dim agrees."""
-    if fresh.ndim != old.ndim:
-        return False
-    ok = all(fresh.shape[d] == n_new + decl.trailing and old.shape[d] == n_old + decl.trailing for d in decl.dims)
-    return ok and all(fresh.shape[d] == old.shape[d] for d in range(fresh.ndim) if d not in decl.dims)
+def _extras(decl: ChannelTensors, fresh: torch.Tensor, old: torch.Tensor, n_new: int, n_old: int) -> int | None:
+    """How many non-variable channels follow the variables along the declared dims (None: the shapes do not
+    fit the variable counts, or another dim disagrees)."""
+    if fresh.ndim != old.ndim or any(fresh.shape[d] != old.shape[d] for d in range(fresh.ndim) if d not in decl.dims):
+        return None
+    extras = {fresh.shape[d] - n_new for d in decl.dims} | {old.shape[d] - n_old for d in decl.dims}
+    if len(extras) != 1 or min(extras) < 0 or (min(extras) > 0 and not decl.extras):
+        return None
+    return extras.pop()
 
 
 def adapt(ckpt: Checkpoint, target_spec: dict[str, Any], mode: str = "full", lora_rank: int = 8,
@@ -91,8 +94,8 @@ def adapt(ckpt: Checkpoint, target_spec: dict[str, Any], mode: str = "full", lor
         elif decl is not None:
             old_names = list(ckpt.data_spec.get(decl.side) or [])
             new_names = list(target_spec.get(decl.side) or [])
-            fits = old_names and new_names and _fits(decl, fresh, old, len(new_names), len(old_names))
-            pairs = _pairs(decl, old_names, new_names) if fits else []
+            extras = _extras(decl, fresh, old, len(new_names), len(old_names)) if old_names and new_names else None
+            pairs = _pairs(old_names, new_names, extras) if extras is not None else []
             if pairs:
                 state[name] = _copy_slices(fresh, old, decl.dims, pairs)
                 report["copied" if old_names == new_names else "copied_by_channel"].append(name)

@@ -10,6 +10,7 @@ import torch
 from heat import heat_store
 
 from sciformer import finetune
+from sciformer.finetune import sample_sweep
 from sciformer.data.fields import FieldDataModule
 from sciformer.errors import SciformerError
 from sciformer.finetune import SweepConfig, sweep
@@ -48,7 +49,7 @@ def test_sweep_writes_results_report_and_resumes(tmp_path, pretrained_ckpt, monk
     def boom(*a, **k):
         raise AssertionError("a finished cell was trained again")
 
-    monkeypatch.setattr(finetune, "run_cell", boom)
+    monkeypatch.setattr(sample_sweep, "run_cell", boom)
     cfg.samples = [2, 4]
     again = sweep(pretrained_ckpt, data, cfg, tmp_path / "ft")
     assert again["table"] == summary["table"]
@@ -84,7 +85,7 @@ def test_physics_metrics_of_the_mean_predictor_by_hand(tmp_path):
     data = heat_store(tmp_path / "h.zarr", ["u", "v"], n=10, seed=3)
     dm = FieldDataModule(stores=[str(data)], batch_size=4)
     dm.setup("test")
-    got = finetune.physics_metrics(_Zero(), dm, data)
+    got = sample_sweep.physics_metrics(_Zero(), dm, data)
     stats = dm.spec["stats"]
     mean = np.array([stats[v]["mean"] for v in dm.spec["outputs"]])[None, :, None, None]
     vr, nr = [], []

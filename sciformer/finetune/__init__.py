@@ -4,6 +4,7 @@ Adapting a checkpoint to new variables lives below the tasks, in ``sciformer.ada
 """
 
 from sciformer.finetune.gains import accuracy_gain, efficiency_gain
-from sciformer.finetune.sweep import BASELINES, SweepConfig, sweep
+from sciformer.finetune.report import METRIC
+from sciformer.finetune.sample_sweep import BASELINES, SweepConfig, run_cell, sweep
 
-__all__ = ["BASELINES", "SweepConfig", "accuracy_gain", "efficiency_gain", "sweep"]
+__all__ = ["BASELINES", "METRIC", "SweepConfig", "accuracy_gain", "efficiency_gain", "run_cell", "sweep"]

@@ -33,7 +33,8 @@ class FNO(nn.Module):
     # neuraloperator's parameter names; its channel MLPs are 1×1 Conv1d layers (weights [out, in, 1])
     spec = FamilySpec(
         kind="operator",
-        channels=(ChannelTensors("inputs", r"^fno\.lifting\.fcs\.0\.weight$", dims=(1,), trailing=1),  # + lead time
+        # the lifting's inputs: the variables, then the lead time and neuraloperator's grid coordinates
+        channels=(ChannelTensors("inputs", r"^fno\.lifting\.fcs\.0\.weight$", dims=(1,), extras=True),
                   ChannelTensors("outputs", r"^fno\.projection\.fcs\.1\.(weight|bias)$")),
         adapters=r"^fno\.(lifting|projection)\.",
         lora_targets=r"^fno\.fno_blocks\.(channel_mlp\.\d+\.fcs\.\d+|fno_skips\.\d+\.conv)$",
@@ -52,6 +53,13 @@ class FNO(nn.Module):
         self.fno = _NeuralopFNO(n_modes=(cfg.modes,) * cfg.spatial_dims, hidden_channels=cfg.width,
                                 in_channels=cfg.in_channels + extra, out_channels=cfg.out_channels,
                                 n_layers=cfg.n_layers)
+
+    def state_dict(self, *args, **kwargs):
+        # neuraloperator adds its constructor arguments (functions, classes) under "_metadata": nothing of ours
+        # needs them, and they would make every checkpoint unreadable with weights_only=True
+        state = super().state_dict(*args, **kwargs)
+        state.pop("_metadata", None)
+        return state
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
         if self.config.time_conditioning:

@@ -22,14 +22,14 @@ class ChannelTensors:
     """Parameters whose slices along ``dims`` are the variables of one side of the data spec.
 
     ``side`` is the data-spec key listing those variables by name ("inputs", "outputs", "properties").
-    ``trailing`` counts channels after the variables that are not variables (FNO's lead-time channel): they
-    are copied unchanged.
+    ``extras``: the dims hold further channels after the variables that are not variables (FNO's lead time and
+    grid coordinates); they are copied unchanged.
     """
 
     side: str
     pattern: str
     dims: tuple[int, ...] = (0,)
-    trailing: int = 0
+    extras: bool = False
 
 
 @dataclass(frozen=True)

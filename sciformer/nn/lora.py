@@ -3,9 +3,9 @@
 At initialisation the adapted layer computes exactly the frozen layer's function; only A and B train. A 1×1
 ``nn.Conv1d`` is a linear map over channels (neuraloperator's channel MLPs) and is adapted the same way.
 
-The wrapper exposes the effective ``weight`` (W + (α/r) B A, differentiable) and ``bias``: fast paths that
-read a layer's weight instead of calling it (scOT's fused qkv projection, ``nn.MultiheadAttention``'s
-``out_proj``) then compute the adapted function and train A and B.
+The wrapper exposes the effective ``weight`` (W + (α/r) B A, differentiable) and ``bias``, and the base
+layer's other attributes: fast paths that read a layer's weight instead of calling it (scOT's fused qkv
+projection, ``nn.MultiheadAttention``'s ``out_proj``) then compute the adapted function and train A and B.
 """
 
 from __future__ import annotations
@@ -46,13 +46,15 @@ class LoRALinear(nn.Module):
         self.lora_b = nn.Parameter(torch.zeros(out_f, rank, device=w.device, dtype=w.dtype))
         nn.init.kaiming_uniform_(self.lora_a, a=math.sqrt(5))
 
-    @property
-    def in_features(self) -> int:
-        return self.lora_a.shape[1]
-
-    @property
-    def out_features(self) -> int:
-        return self.lora_b.shape[0]
+    def __getattr__(self, name: str):
+        """Attributes the wrapper lacks are the base layer's (``in_features``, ``out_channels``, ...), so code
+        that inspects the layer it called keeps working."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "base":
+                raise
+            return getattr(self.base, name)
 
     @property
     def weight(self) -> torch.Tensor:
