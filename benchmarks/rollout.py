@@ -41,10 +41,11 @@ import numpy as np
 import torch
 
 from sciformer import models
+from sciformer.checkpoints import load_model
 from sciformer.cli import main as cli
 from sciformer.data.store import open_store
 from sciformer.report import markdown_table
-from sciformer.rollout import RolloutEngine, load_model, resolve_device, step_metrics
+from sciformer.rollout import RolloutEngine, resolve_device, step_metrics
 
 
 def uptime() -> str:
@@ -173,7 +174,7 @@ def main() -> None:
     result["surrogate"] = surrogate
     # --- accuracy-matched comparison ------------------------------------------------------------------
     if args.ckpt:
-        trained, tspec = load_model(args.ckpt)
+        trained, tspec = load_model(args.ckpt, kind="operator")
         engine = RolloutEngine(trained, tspec, fine, mode="ar", device=device)
         res = engine.run(ids, steps)
         err = float(np.nanmean(step_metrics(res.pred, res.truth)["nrmse"]))

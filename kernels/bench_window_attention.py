@@ -4,7 +4,7 @@
 FLOPs: ``QKᵀ`` and ``PV`` forward ``4·B·nW·h·N²·d``, backward twice that. Minimal traffic (scores never
 leave cache, as a flash-style kernel): q, k, v, out and their gradients plus the ``[h, N, N]`` bias and its
 gradient. The reference on CPU materialises the ``[B, nW, h, N, N]`` scores (several passes over them),
-so it sits far from this floor. Paths: ``reference`` (``sciformer.nn.window_attention``) and ``compiled``
+so it sits far from this floor. Paths: ``reference`` (``sciformer.kernels.window_attention.reference``) and ``compiled``
 (Inductor). FlexAttention is CUDA-only (no CPU backward) and is not timed here.
 
     python kernels/bench_window_attention.py [--threads 1] [--device cpu] [--keep-freed-memory]

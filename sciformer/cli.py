@@ -10,6 +10,8 @@ import importlib
 import inspect
 import os
 import sys
+import types
+import typing
 from collections.abc import Callable
 
 from sciformer.errors import SciformerError
@@ -29,7 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sample": ("sciformer.tasks.generative:sample", "generate molecules/crystals with ADiT: sciformer sample --ckpt last.ckpt --n 1000 --kind molecule --out samples/"),
     "quickstart": ("sciformer.quickstart:quickstart", "the end-to-end demo: build data, pretrain, fine-tune vs scratch, roll out, report: sciformer quickstart"),
     "finetune": ("sciformer.commands:finetune", "fine-tune a pretrained model for several sample counts vs baselines, report AG/EG: sciformer finetune --ckpt pre.ckpt --data wave.zarr --samples 8,32 --out runs/ft"),
-    "rollout": ("sciformer.rollout:rollout", "roll a model out over a store (ar|direct|mixed), write zarr + summary + plots: sciformer rollout --ckpt last.ckpt --data d.zarr --mode ar --out runs/rollout/ar/rollout.zarr"),
+    "rollout": ("sciformer.rollout.command:rollout", "roll a model out over a store (ar|direct|mixed), write zarr + summary + plots: sciformer rollout --ckpt last.ckpt --data d.zarr --mode ar --out runs/rollout/ar/rollout.zarr"),
     "convert": ("sciformer.models.poseidon_convert:main", "upstream checkpoint -> sciformer export: sciformer convert poseidon Poseidon-T/ exports/poseidon-t"),
     "info": ("sciformer.commands:info", "versions, devices, registered models and data sets: sciformer info"),
 }
@@ -60,6 +62,39 @@ def _examples(fn: Callable) -> str:
     return "examples:\n" + "\n".join(block) if block else ""
 
 
+def _list_params(fn: Callable) -> set[str]:
+    """Parameters of ``fn`` annotated ``list[...]`` (or ``list[...] | None``)."""
+    hints = typing.get_type_hints(fn)
+    out = set()
+    for name, hint in hints.items():
+        args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+        if any(typing.get_origin(a) is list for a in args):
+            out.add(name)
+    return out
+
+
+def merge_list_flags(fn: Callable, argv: list[str]) -> list[str]:
+    """Every list-valued flag accepts ``--flag a --flag b``, ``--flag a,b`` and ``--flag '[a,b]'`` alike: the
+    values are gathered into one ``--flag [a,b]`` (jsonargparse alone takes only the last form)."""
+    lists = _list_params(fn)
+    values: dict[str, list[str]] = {}
+    rest: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name, eq, inline = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
+        if name in lists and (eq or i + 1 < len(argv)):
+            value = inline if eq else argv[i + 1]
+            i += 1 if eq else 2
+            items = value.strip()
+            items = items[1:-1] if items.startswith("[") and items.endswith("]") else items
+            values.setdefault(name, []).extend(v.strip().strip("'\"") for v in items.split(",") if v.strip())
+            continue
+        rest.append(arg)
+        i += 1
+    return rest + [a for name, vals in values.items() for a in (f"--{name}", "[" + ",".join(vals) + "]")]
+
+
 def _run_function(name: str, argv: list[str]) -> None:
     import argparse
 
@@ -74,7 +109,7 @@ def _run_function(name: str, argv: list[str]) -> None:
     if list(inspect.signature(fn).parameters) == ["argv"]:
         fn(argv)
         return
-    CLI(fn, args=argv, prog=f"sciformer {name}", as_positional=True, fail_untyped=True,
+    CLI(fn, args=merge_list_flags(fn, argv), prog=f"sciformer {name}", as_positional=True, fail_untyped=True,
         epilog=_examples(fn), formatter_class=Formatter)
 
 

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from sciformer import models
-from sciformer.errors import CheckpointError
 from sciformer.adaptation import adapt, merged_stats
 from sciformer.checkpoints import Checkpoint
+from sciformer.errors import CheckpointError
 from sciformer.models.spec import ChannelTensors, FamilySpec
 
 
@@ -26,6 +26,7 @@ class TinyOp(nn.Module):
     config_class = TinyOpConfig
     spec = FamilySpec(
         kind="operator",
+        sized_by_data=("in_channels", "out_channels"),
         channels=(ChannelTensors("inputs", r"^embeddings\.proj\.weight$", dims=(1,)),
                   ChannelTensors("outputs", r"^patch_recovery\.projection\.weight$", dims=(1,)),
                   ChannelTensors("outputs", r"^patch_recovery\.projection\.bias$"),

@@ -47,6 +47,7 @@ class PointMLP(nn.Module):
     config_class = PointMLPConfig
     spec = FamilySpec(
         kind="operator",
+        sized_by_data=("in_channels", "out_channels"),
         channels=(ChannelTensors("inputs", r"^lift\.weight$", dims=(1,)),
                   ChannelTensors("outputs", r"^project\.(weight|bias)$")),
         adapters=r"^(lift|project)\.",

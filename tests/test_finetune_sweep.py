@@ -10,10 +10,9 @@ import torch
 from heat import heat_store
 
 from sciformer import finetune
-from sciformer.finetune import sample_sweep
 from sciformer.data.fields import FieldDataModule
 from sciformer.errors import SciformerError
-from sciformer.finetune import SweepConfig, sweep
+from sciformer.finetune import SweepConfig, sample_sweep, sweep
 
 
 def test_sweep_writes_results_report_and_resumes(tmp_path, pretrained_ckpt, monkeypatch):
@@ -34,7 +33,13 @@ def test_sweep_writes_results_report_and_resumes(tmp_path, pretrained_ckpt, monk
         assert t["finetuned"][n]["mean"] == pytest.approx(res["cells"][f"n={n}/finetuned/seed=0"][finetune.METRIC])
         ag = t["scratch"][n]["mean"] / t["finetuned"][n]["mean"]
         assert summary["gains"]["scratch"]["AG"][n] == pytest.approx(ag)
+    # adaptation by name: the store's u is the checkpoint's u, w is new (the checkpoint knows u, v)
+    assert res["variables"] == {"inputs_reused": ["u"], "inputs_new": ["w"], "outputs_reused": ["u"],
+                                "outputs_new": ["w"]}
+    ft = torch.load(tmp_path / "ft" / "cells" / "n=2" / "finetuned" / "seed=0" / "model.ckpt", weights_only=True)
+    assert ft["hyper_parameters"]["data_spec"]["inputs"] == ["u", "w"]
     report = (tmp_path / "ft" / "report.md").read_text()
+    assert "inputs reused u, new w" in report
     assert "| 2 |" in report and "| 4 |" in report and "AG vs scratch" in report
     # physics-aware metrics per cell, chosen from the store's metadata: periodic axes -> no boundary RMSE,
     # variables u, w on 2 axes -> no velocity pair -> no divergence

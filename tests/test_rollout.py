@@ -16,6 +16,7 @@ from sciformer import models
 from sciformer.cli import main
 from sciformer.data.store import open_store, write_store
 from sciformer.errors import CheckpointError, DataError, SciformerError
+from sciformer.models.spec import FamilySpec
 from sciformer.rollout import (
     BlowupGuard,
     Plan,
@@ -360,6 +361,7 @@ class OracleConfig:
 
 class DecayOracle(nn.Module):
     config_class = OracleConfig
+    spec = FamilySpec(kind="operator")
 
     def __init__(self, config: OracleConfig):
         super().__init__()
@@ -512,6 +514,7 @@ class TinyConv(nn.Module):
     """A time-conditioned residual conv net (the lead time enters as an extra constant channel)."""
 
     config_class = TinyConvConfig
+    spec = FamilySpec(kind="operator")
 
     def __init__(self, config: TinyConvConfig):
         super().__init__()

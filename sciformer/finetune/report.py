@@ -60,6 +60,7 @@ def write_report(out: Path, summary: dict, cfg, meta: dict) -> None:
     lines = [f"# Fine-tuning sweep: {meta['data']}", "",
              f"Pretrained: `{meta['ckpt']}`. Budget per cell: {cfg.epochs} epochs, batch {cfg.batch_size}, "
              f"seeds {cfg.seeds}, mode {cfg.mode}.", "",
+             *_variables_lines(meta.get("variables")),
              f"Error: {METRIC} — median over test samples of the relative L1 error in percent on normalised fields "
              "(Poseidon's convention), mean over channel groups; mean ± std over seeds.", "",
              "| " + " | ".join(["samples", *table, *(f"AG vs {b}" for b in summary["gains"])]) + " |",
@@ -112,6 +113,15 @@ PHYSICS_DEFINITIONS = {
     "divergence_pred": "RMS divergence of the predicted velocity (physical units; compare with divergence_data).",
     "divergence_data": "RMS divergence of the data's velocity at the same resolution (the floor for divergence_pred).",
 }
+
+
+def _variables_lines(v: dict | None) -> list[str]:
+    """What the fine-tuned model reuses: channels are matched by variable name, never by position."""
+    if not v:
+        return []
+    fmt = lambda names: ", ".join(names) or "none"  # noqa: E731
+    return [f"Variables matched by name: inputs reused {fmt(v['inputs_reused'])}, new {fmt(v['inputs_new'])}; "
+            f"outputs reused {fmt(v['outputs_reused'])}, new {fmt(v['outputs_new'])} (new channels start fresh).", ""]
 
 
 def _plot_groups(tables: dict, cfg, path: Path) -> None:

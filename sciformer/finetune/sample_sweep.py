@@ -125,6 +125,19 @@ def physics_metrics(model: nn.Module, dm, store: Path) -> dict[str, float]:
 EXTENDABLE = ("samples", "seeds", "baselines", "num_workers")
 
 
+def shared_variables(pretrained_spec: dict, data: Path, cfg: SweepConfig) -> dict[str, list[str]]:
+    """Which of the store's variables the checkpoint knows (their channels are reused) and which are new."""
+    from sciformer.data.fields import FieldDataModule
+
+    spec = FieldDataModule(stores=[str(data)], sampler=cfg.sampler, time_stride=cfg.time_stride).spec
+    out = {}
+    for side in ("inputs", "outputs"):
+        known = set(pretrained_spec.get(side) or [])
+        out[f"{side}_reused"] = [v for v in spec[side] if v in known]
+        out[f"{side}_new"] = [v for v in spec[side] if v not in known]
+    return out
+
+
 def _check_same_sweep(state: dict, ckpt: Path, data: Path, cfg: SweepConfig, results_file: Path) -> None:
     """Refuse to resume finished cells that were made with another checkpoint, store or budget."""
     if not state:
@@ -149,7 +162,8 @@ def sweep(ckpt: Path, data: Path, cfg: SweepConfig, out: Path) -> dict:
     from sciformer.data.store import open_store
     from sciformer.io import write_json
 
-    checkpoints.read(ckpt, kind="operator")  # a wrong checkpoint or store path fails here, once, not in every cell
+    ck = checkpoints.read(ckpt, kind="operator")  # a wrong checkpoint or store fails here, once, not in every cell
+    ck.build()
     open_store(data)
     out.mkdir(parents=True, exist_ok=True)
     results_file = out / "results.json"
@@ -158,7 +172,8 @@ def sweep(ckpt: Path, data: Path, cfg: SweepConfig, out: Path) -> dict:
     cells, skipped = state.get("cells", {}), state.get("skipped", {})
     remaining = [(n, kind, seed) for n in cfg.samples for kind in ["finetuned", *cfg.baselines] for seed in cfg.seeds
             if cell_key(n, kind, seed) not in cells]
-    meta = {"ckpt": str(ckpt), "data": str(data), "config": dataclasses.asdict(cfg)}
+    meta = {"ckpt": str(ckpt), "data": str(data), "config": dataclasses.asdict(cfg),
+            "variables": shared_variables(ck.data_spec, data, cfg)}
     with Progress() as progress:
         bar = progress.add_task("fine-tuning sweep", total=len(remaining))
         for n, kind, seed in remaining:

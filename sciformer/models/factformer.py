@@ -97,6 +97,7 @@ class FactFormer(nn.Module):
     config_class = FactFormerConfig
     spec = FamilySpec(
         kind="operator",
+        sized_by_data=("in_channels", "out_channels"),
         channels=(ChannelTensors("inputs", r"^embed\.weight$", dims=(1,)),  # [dim, C_in]
                   ChannelTensors("outputs", r"^head2\.(weight|bias)$")),  # [C_out, dim], [C_out]
         adapters=r"^(embed|head1|head2)\.",

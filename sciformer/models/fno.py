@@ -33,6 +33,7 @@ class FNO(nn.Module):
     # neuraloperator's parameter names; its channel MLPs are 1×1 Conv1d layers (weights [out, in, 1])
     spec = FamilySpec(
         kind="operator",
+        sized_by_data=("in_channels", "out_channels"),
         # the lifting's inputs: the variables, then the lead time and neuraloperator's grid coordinates
         channels=(ChannelTensors("inputs", r"^fno\.lifting\.fcs\.0\.weight$", dims=(1,), extras=True),
                   ChannelTensors("outputs", r"^fno\.projection\.fcs\.1\.(weight|bias)$")),

@@ -51,6 +51,7 @@ class GraphTransformer(nn.Module):
     config_class = GraphTransformerConfig
     spec = FamilySpec(
         kind="property",
+        sized_by_data=("num_targets",),
         channels=(ChannelTensors("properties", r"^head\.2\.(weight|bias)$"),),  # one output row per property
         adapters=r"^head\.",
         lora_targets=r"layers\.\d+\.(conv\.nn\.\d+|nn\.\d+|mlp\.\d+|attn\.out_proj)$",

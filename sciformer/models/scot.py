@@ -190,6 +190,7 @@ class ScOT(nn.Module):
     config_class = ScOTConfig
     spec = FamilySpec(
         kind="operator",
+        sized_by_data=("in_channels", "out_channels"),
         channels=(ChannelTensors("inputs", r"^embeddings\.proj\.weight$", dims=(1,)),        # [E, C_in, p, p]
                   ChannelTensors("outputs", r"^patch_recovery\.projection\.weight$", dims=(1,)),  # [E, C_out, p, p]
                   ChannelTensors("outputs", r"^patch_recovery\.projection\.bias$"),

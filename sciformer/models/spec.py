@@ -45,10 +45,14 @@ class FamilySpec:
     lora_targets: the ``nn.Linear`` (or 1×1 ``nn.Conv1d``) modules LoRA wraps; ``sciformer export`` merges
         each update into the wrapped layer's weight, so an export loads without LoRA.
     lr_groups: named learning-rate groups (``embedding_recovery``, ``time_embedding``) -> parameter pattern.
+    sized_by_data: config fields the data decides (channel counts): a pretrained model is rebuilt with the
+        data's values and its channel tensors adapted; every other field keeps the checkpoint's value (an
+        iTransformer's lookback is checked against the data, never silently changed).
     """
 
     kind: str
     channels: tuple[ChannelTensors, ...] = ()
+    sized_by_data: tuple[str, ...] = ()
     adapters: str = NOTHING
     time_conditioning: str = NOTHING
     lora_targets: str = NOTHING

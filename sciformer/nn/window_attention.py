@@ -8,8 +8,8 @@ Scaled-cosine attention inside (shifted) windows with a continuous relative posi
 
 The MLP is ``Linear(2, 512) → ReLU → Linear(512, heads, bias=False)``. Everything is computed by one call to
 ``F.scaled_dot_product_attention``: the logit scale is folded into the normalised queries and the position
-bias plus the masks into one additive mask (``cosine_window_attention``, the boundary that fused kernels in
-``sciformer.kernels`` may replace).
+bias plus the masks into one additive mask (``sciformer.kernels.window_attention``: the reference and its
+fused fast paths).
 
 Grids that do not fit the window (DECISIONS "scOT on other grids"): per axis the window is
 ``min(window, tokens)``; tokens are zero-padded at the end to a multiple of the window, padded tokens are
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sciformer.kernels import window_attention as fused  # dispatch: reference below, or a fused fast path
+from sciformer.kernels import window_attention as fused  # dispatch: the reference or a fused fast path
 from sciformer.nn.conditional_norm import TimeConditionedLayerNorm
 
 # HF's Swinv2SelfAttention adds its −100 shift mask twice, so upstream scOT effectively uses −200; we match it.
@@ -88,60 +88,6 @@ def attention_mask(h: int, w: int, wh: int, ww: int, sh: int, sw: int,
     mask.masked_fill_(region_w[:, :, None] != region_w[:, None, :], SHIFT_MASK)
     mask.masked_fill_(~valid_w[:, None, :], PAD_MASK)
     return mask.to(device)
-
-
-# ---- the attention call (kernel boundary) ---------------------------------------------------------------
-NORM_EPS = 1e-12  # F.normalize's: x / max(|x|, eps)
-
-
-class _ScaledUnit(torch.autograd.Function):
-    """``y = x · s / max(|x|, 1e-12)`` over the last axis (F.normalize times a per-head scale, or s = 1).
-
-    Why a custom Function: autograd of the composed formula launches ~14 kernels backward per tensor (norm,
-    clamp and division each differentiated apart); the closed form ``f·(g − y (g·y)/s²)``, f = s/max(|x|, eps),
-    needs 5 (the clamped rows get ``f·g``, as autograd). The output is written contiguous in the [.., N, d]
-    order, so the score product needs no copy of q or k.
-    """
-
-    @staticmethod
-    def forward(ctx, x, scale):
-        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
-        f = norm.clamp_min(NORM_EPS)
-        f = scale / f if scale is not None else f.reciprocal_()
-        y = torch.mul(x, f, out=x.new_empty(x.shape))
-        ctx.save_for_backward(y, f, norm, scale)
-        return y
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g):
-        y, f, norm, scale = ctx.saved_tensors
-        dot = (g * y).sum(-1, keepdim=True)  # s·(g·x̂)
-        gs = None
-        if scale is not None:
-            if ctx.needs_input_grad[1]:
-                gs = dot.sum_to_size(scale.shape) / scale
-            dot = dot / (scale * scale)
-        dot.masked_fill_(norm < NORM_EPS, 0.0)  # clamped rows: the factor is a constant
-        return torch.addcmul(g, y, dot, value=-1.0).mul_(f), gs
-
-
-def cosine_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: torch.Tensor,
-                            bias: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Scaled-cosine attention with an additive bias, per window.
-
-    q, k, v: [B, nW, heads, N, d] (raw projections); scale: [heads, 1, 1] (already clamped and exponentiated);
-    bias: [heads, N, N] (position bias); mask: [nW, N, N] additive or None. Returns [B, nW, heads, N, d].
-    """
-    q = _ScaledUnit.apply(q, scale)  # F.normalize(q)·scale: the logit scale folded into the queries
-    k = _ScaledUnit.apply(k, None)
-    add = (bias if mask is None else bias + mask[:, None].to(bias.dtype)).to(q.dtype)  # [(nW,) heads, N, N]
-    if q.device.type == "cpu" and add.requires_grad and torch.is_grad_enabled():
-        # Training on CPU: SDPA's CPU kernels have no backward for a learned attn_mask, and its math fallback
-        # adds all-masked-row checks; this is the same function, measured ~25% faster at scOT-T's shapes.
-        scores = torch.matmul(q, k.transpose(-1, -2)).add_(add)  # in place: matmul's backward needs q, k only
-        return torch.matmul(torch.softmax(scores, dim=-1), v)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=add, scale=1.0)
 
 
 # ---- modules -------------------------------------------------------------------------------------------

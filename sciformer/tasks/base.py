@@ -80,17 +80,18 @@ class BaseTask(L.LightningModule):
         return {}
 
     def build_model(self) -> nn.Module:
-        hp = self.hparams
-        options = {**self.model_overrides(), **(hp.model_options or {})}
-        if hp.pretrained:
-            model, self.adaptation = adapt(checkpoints.read(hp.pretrained), hp.data_spec or {},
-                                           mode=hp.finetune_mode, lora_rank=hp.lora_rank, **options)
+        hp, from_data = self.hparams, self.model_overrides()
+        if hp.pretrained:  # the checkpoint's architecture; only what its spec sizes by the data follows the data
+            ck = checkpoints.read(hp.pretrained)
+            from_data = {k: v for k, v in from_data.items() if k in ck.spec.sized_by_data}
+            model, self.adaptation = adapt(ck, hp.data_spec or {}, mode=hp.finetune_mode, lora_rank=hp.lora_rank,
+                                           **{**from_data, **(hp.model_options or {})})
             return model
         if not hp.model:
             raise CheckpointError("set `model` (a registered name, see `sciformer info`) or `pretrained`")
         if check_mode(hp.finetune_mode) != "full":
             raise CheckpointError(f"finetune_mode {hp.finetune_mode!r} needs `pretrained` (a checkpoint to start from)")
-        return models.get(hp.model, **options)
+        return models.get(hp.model, **{**from_data, **(hp.model_options or {})})
 
     def forward(self, *args, **kwargs):
         return self.model(*args, **kwargs)

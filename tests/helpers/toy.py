@@ -14,6 +14,7 @@ from torch.utils.data import TensorDataset
 from sciformer import models
 from sciformer.data.loader import ResumableLoader
 from sciformer.data.module import DataModule
+from sciformer.models.spec import FamilySpec
 from sciformer.tasks.base import BaseTask
 
 
@@ -27,6 +28,7 @@ class ToyConfig:
 
 class ToyNet(nn.Module):
     config_class = ToyConfig
+    spec = FamilySpec(kind="property", adapters=r"^net\.3\.", lora_targets=r"^net\.0$")
 
     def __init__(self, config: ToyConfig):
         super().__init__()

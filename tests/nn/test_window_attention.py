@@ -9,13 +9,13 @@ import math
 import pytest
 import torch
 
+from sciformer.kernels.window_attention import _ScaledUnit
+from sciformer.kernels.window_attention import reference as cosine_window_attention
 from sciformer.nn.window_attention import (
     SwinV2Block,
     WindowAttention,
-    _ScaledUnit,
     attention_mask,
     attention_tables,
-    cosine_window_attention,
     relative_coordinates,
     window_geometry,
 )

@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from sciformer import models
+from sciformer.models.spec import FamilySpec
 from sciformer.tasks.operator import OperatorTask
 
 
@@ -25,6 +26,7 @@ class Shift(nn.Module):
     """``x + 1``: a model whose errors are known by hand."""
 
     config_class = ShiftConfig
+    spec = FamilySpec(kind="operator")
 
     def __init__(self, config: ShiftConfig):
         super().__init__()
@@ -68,6 +70,7 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, sys.argv[2])
 from test_operator_metrics import SPEC, hand_samples
 from sciformer.tasks.operator import OperatorTask
+from sciformer.models.spec import FamilySpec
 
 if __name__ == "__main__":
     task = OperatorTask(model="test-operator-shift", data_spec=SPEC)

@@ -116,7 +116,7 @@ class _LinearOracle(torch.nn.Module):
 
 
 def test_roll_forward_feeds_forecasts_back():
-    from sciformer.series_rollout import roll_forward
+    from sciformer.rollout.series import roll_forward
 
     t = torch.arange(8, dtype=torch.float64)
     x = torch.stack([2 * t + 1, -t], -1)[None]  # [1, 8, 2], two straight lines
@@ -137,7 +137,7 @@ def test_roll_forward_feeds_forecasts_back():
 def test_rollout_series_scores_each_step(tmp_path, store):
     from sciformer import models
     from sciformer.data.series import SeriesStore, time_features
-    from sciformer.series_rollout import roll_forward, rollout_series
+    from sciformer.rollout.series import roll_forward, rollout_series
 
     torch.manual_seed(0)
     net = models.get("itransformer-tiny").eval()  # lookback 24, horizon 12

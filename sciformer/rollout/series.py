@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sciformer.checkpoints import load_model
 from sciformer.errors import DataError
 
 
@@ -42,7 +43,6 @@ def roll_forward(model: nn.Module, x: torch.Tensor, length: int, marks: torch.Te
     return context[:, L: L + length]
 
 
-
 def rollout_series(ckpt: str | os.PathLike, data: str | os.PathLike, length: int, split: str = "test",
                    batch_size: int = 256, out: str | os.PathLike | None = None) -> dict[str, Any]:
     """Roll a series checkpoint out ``length`` steps over every window of ``split`` whose truth is known.
@@ -52,9 +52,8 @@ def rollout_series(ckpt: str | os.PathLike, data: str | os.PathLike, length: int
     """
     from sciformer.data.series import SeriesStore, time_features
     from sciformer.io import write_json
-    from sciformer.rollout import load_model
 
-    model, spec = load_model(ckpt)
+    model, spec = load_model(ckpt, kind="series")
     if spec.get("layout") not in (None, "series"):
         raise DataError(f"{ckpt}: trained on {spec.get('layout')!r} data, not series")
     store = SeriesStore(data)

@@ -1,0 +1,77 @@
+"""``sciformer rollout``: one command for both kinds of store. It reads the store's layout and hands over to
+the field rollout (``fields``: operator checkpoints on gridded stores) or the series rollout (``series``:
+forecasting checkpoints on series stores), so that those two never import each other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sciformer.errors import DataError
+from sciformer.rollout.fields import rollout_fields
+from sciformer.rollout.series import rollout_series
+
+
+def is_series_store(data) -> bool:
+    from sciformer.data.commands import store_layout
+
+    return Path(str(data)).is_dir() and (Path(str(data)) / "zarr.json").exists() and store_layout(data) == "series"
+
+
+def rollout(*, ckpt: Path, data: Path, split: str = "test", steps: int | None = None, mode: str = "ar",
+            jump: int = 2, stride: int = 1, start: int = 0, history: int | None = None,
+            trajectories: int | None = None, batch_size: int = 16, device: str = "auto", bf16: bool = False,
+            compile: bool = False, blowup_factor: float = 10.0, correlation_threshold: float = 0.8,
+            plot_steps: list[int] | None = None, pad_missing: bool = False,
+            splits: tuple[float, float, float] = (0.8, 0.1, 0.1),
+            out: Path = Path("runs/rollout/rollout.zarr")) -> Path:
+    """Roll a trained operator model out over a store's trajectories; write predictions, metrics and plots.
+
+    Writes OUT (an xarray Dataset as zarr, atomically: predicted and true fields per trajectory and step, the
+    initial condition, VRMSE/nRMSE/Pearson correlation per trajectory, step and variable, the blow-up step),
+    and beside it summary.json and the plots error_growth.png, snapshots.png, spectra.png (use one directory
+    per rollout). Metrics are computed on de-normalised (physical) fields, only at steps with ground truth.
+
+    Args:
+        ckpt: a Lightning checkpoint (.ckpt) or an export directory (`sciformer export`); its data spec
+            (variables, normalisation statistics) must match the store's variables by name.
+        data: the store (zarr) or an external file (Poseidon NetCDF, The Well / PDEBench HDF5).
+        split: train | val | test | all (trajectory splits as in training, see --splits).
+        steps: rollout steps (default: as many as the store has ground truth; more is allowed: the steps
+            beyond the truth are predicted but not scored).
+        mode: ar (chain one-step predictions), direct (one jump from the initial condition to every step;
+            time-conditioned models), mixed (jumps of --jump steps).
+        jump: steps per jump in mixed mode.
+        stride: store snapshots per rollout step (the fixed lead time of ar mode).
+        start: snapshot of the initial condition.
+        history: past frames the model takes (default: the checkpoint's data spec, else 1).
+        trajectories: roll out only the first N trajectories of the split.
+        batch_size: trajectories rolled out together.
+        device: auto (CUDA, MPS, else CPU), cpu, cuda, cuda:1, ...
+        bf16: bfloat16 autocast for the model (the carried state stays float32).
+        compile: torch.compile the model.
+        blowup_factor: a trajectory stops when a prediction is non-finite or leaves its data range widened
+            this many times about its centre (inf: finiteness only).
+        correlation_threshold: correlation time = first step where the mean correlation falls below this.
+        plot_steps: steps shown in the snapshot and spectrum plots (default: first, 1/3, 2/3, last).
+        pad_missing: hold variables the model knows but the store lacks at their mean (mixture padding).
+        splits: train/val/test fractions of the trajectories (as the data module's).
+        out: output dataset (*.zarr).
+
+    Example:
+        sciformer rollout --ckpt runs/scot/last.ckpt --data data/ns-sines.zarr --split test --mode ar --out runs/rollout/ar/rollout.zarr
+        sciformer rollout --ckpt exports/scot-t --data data/ns-sines.zarr --mode direct --steps 40 --out runs/rollout/direct/rollout.zarr
+        sciformer rollout --ckpt exports/scot-t --data data/ns-sines.zarr --mode mixed --jump 4 --bf16 true --out runs/rollout/mixed/rollout.zarr
+    """
+    if is_series_store(data):  # a forecasting model: roll its horizon forward over the series' windows
+        if steps is None:
+            raise DataError(f"{data} is a series store: give --steps (the forecast length to roll out to)")
+        summary_file = Path(out).parent / "summary.json"
+        res = rollout_series(ckpt, data, length=steps, split=split, batch_size=batch_size, out=summary_file)
+        print(f"series rollout: {res['windows']} windows, {steps} steps; summary: {summary_file}")
+        return summary_file
+    return rollout_fields(ckpt=ckpt, data=data, split=split, steps=steps, mode=mode, jump=jump, stride=stride,
+                          start=start, history=history, trajectories=trajectories, batch_size=batch_size,
+                          device=device, bf16=bf16, compile=compile, blowup_factor=blowup_factor,
+                          correlation_threshold=correlation_threshold, plot_steps=plot_steps,
+                          pad_missing=pad_missing, splits=splits, out=out)

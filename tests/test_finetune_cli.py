@@ -1,0 +1,93 @@
+"""`sciformer finetune` as the README spells it: list flags in both spellings, refusals before training, and the
+README's command on a converted Poseidon checkpoint against scratch and FNO."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+
+import pytest
+from conftest import ROOT
+from heat import heat_store
+from poseidon_upstream import write_upstream
+
+from sciformer import cli, finetune
+from sciformer.models.poseidon_convert import convert
+
+
+def _readme_finetune_words() -> list[str]:
+    readme = (ROOT / "README.md").read_text()
+    found = re.search(r"`(sciformer finetune --ckpt \S+ --data \S+[^`]*--baseline scratch --baseline fno)`", readme)
+    assert found, "README lost its fine-tuning command"
+    return shlex.split(found.group(1))[1:]
+
+
+@pytest.fixture
+def captured(monkeypatch, tmp_path):
+    """Parse the command but record the sweep's config instead of training."""
+    got = []
+
+    def fake_sweep(ckpt, data, cfg, out):
+        got.append(cfg)
+        (out / "report.md").write_text("report")
+
+    monkeypatch.setattr(finetune, "sweep", fake_sweep)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "finetune").mkdir(parents=True)
+    return got
+
+
+@pytest.mark.parametrize("spelling", [
+    ["--baseline", "scratch", "--baseline", "fno"],
+    ["--baseline", "scratch,fno"],
+    ["--baseline=scratch", "--baseline=fno"],
+    ["--baseline", "[scratch,fno]"],
+])
+def test_list_flags_take_every_spelling(captured, spelling):
+    rc = cli.main(["finetune", "--ckpt", "c", "--data", "d", *spelling, "--samples", "8", "--samples", "32,128",
+                   "--seeds", "0,1,2"])
+    assert rc == 0
+    (cfg,) = captured
+    assert cfg.baselines == ["scratch", "fno"] and cfg.samples == [8, 32, 128] and cfg.seeds == [0, 1, 2]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--baseline", "scratch,unet"], "unknown baseline"),
+    (["--mode", "frozen"], "fine-tuning mode 'frozen'"),
+    (["--samples", "0"], "positive trajectory counts"),
+])
+def test_bad_baseline_or_mode_is_refused_before_training(captured, capsys, args, message):
+    rc = cli.main(["finetune", "--ckpt", "c", "--data", "d", *args])
+    assert rc == 1 and not captured
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_readme_command_on_a_converted_poseidon_checkpoint(tmp_path):
+    """Poseidon's own protocol (pretrained vs scratch) and the FNO baseline, from a converted upstream checkpoint
+    whose size is not a registered one; the command's words are the README's, with tiny overrides added."""
+    pytest.importorskip("neuralop")
+    up = dict(num_channels=4, num_out_channels=4, image_size=16, patch_size=2, embed_dim=12, depths=[1, 1],
+              num_heads=[3, 3], skip_connections=[1, 0], window_size=4, use_conditioning=True)
+    write_upstream(tmp_path / "Poseidon-tiny", up)
+    exported = convert(tmp_path / "Poseidon-tiny", tmp_path / "poseidon")
+    store = heat_store(tmp_path / "wave.zarr", ["u", "v"], n=40, seed=3)
+    words = _readme_finetune_words()
+    words[words.index("--ckpt") + 1] = str(exported)
+    words[words.index("--data") + 1] = str(store)
+    out = tmp_path / "ft"
+    rc = cli.main([*words, "--epochs", "1", "--batch_size", "32", "--time_stride", "4", "--fno_model", "fno-2d-tiny",
+                   "--out", str(out)])
+    assert rc == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["config"]["baselines"] == ["scratch", "fno"]
+    assert set(res["cells"]) == {f"n={n}/{k}/seed=0" for n in (8, 32) for k in ("finetuned", "scratch", "fno")}
+    assert set(res["skipped"]) == {f"n=128/{k}/seed=0" for k in ("finetuned", "scratch", "fno")}  # 32 train trajectories
+    assert res["variables"]["inputs_reused"] == ["u", "v"]
+    assert set(res["summary"]["gains"]) == {"scratch", "fno"}
+    # the scratch cell is the converted architecture, freshly initialised
+    import torch
+
+    scratch = torch.load(out / "cells" / "n=8" / "scratch" / "seed=0" / "model.ckpt", weights_only=True)
+    assert scratch["sciformer_model"]["class"] == "ScOT" and scratch["sciformer_model"]["config"]["embed_dim"] == 12
