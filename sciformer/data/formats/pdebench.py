@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sciformer.data.formats import ArraySource, VarSpec, convert, open_h5
+from sciformer.data.formats.source import ArraySource, VarSpec, convert, open_h5
 from sciformer.errors import DataError
 
 RENAME = {"density": "rho", "pressure": "p", "Vx": "u", "Vy": "v", "Vz": "w"}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sciformer.data.formats import ArraySource, VarSpec, convert, open_h5
+from sciformer.data.formats.source import ArraySource, VarSpec, convert, open_h5
 from sciformer.errors import DataError
 
 NS = {"u": (0.0, 0.391), "v": (0.0, 0.356), "tracer": (0.19586183, 0.37)}
