@@ -104,6 +104,7 @@ class FactFormer(nn.Module):
         time_conditioning=r"norm[^.]*\.(weight|bias)(_t)?$",
         lora_targets=r"attn\.(to_v|to_in|out1|out2|kernel\.\d+\.to_[qk])$",
         lr_groups={"embedding_recovery": r"^(embed|head1|head2)\.", "time_embedding": r"norm[^.]*\.(weight|bias)_t$"},
+        no_weight_decay=r"^(embed|pos_proj\.\d+)\.weight$",
     )
 
     def __init__(self, config: FactFormerConfig):

@@ -40,6 +40,7 @@ class FNO(nn.Module):
         adapters=r"^fno\.(lifting|projection)\.",
         lora_targets=r"^fno\.fno_blocks\.(channel_mlp\.\d+\.fcs\.\d+|fno_skips\.\d+\.conv)$",
         lr_groups={"embedding_recovery": r"^fno\.(lifting|projection)\."},
+        no_weight_decay=r"\.convs\.\d+\.bias$",
     )
 
     def __init__(self, config: FNOConfig):

@@ -56,6 +56,7 @@ class GraphTransformer(nn.Module):
         adapters=r"^head\.",
         lora_targets=r"layers\.\d+\.(conv\.nn\.\d+|nn\.\d+|mlp\.\d+|attn\.out_proj)$",
         lr_groups={"embedding_recovery": r"^(atom_embed|head)\."},
+        no_weight_decay=r"^(atom_embed|edge_embed\.\d+)\.weight$",
     )
 
     def __init__(self, config: GraphTransformerConfig):

@@ -91,6 +91,7 @@ class ITransformer(nn.Module):
         adapters=r"^(embed|projection)\.",
         lora_targets=r"(attention\.(query|key|value|out)|ffn_in|ffn_out)$",
         lr_groups={"embedding_recovery": r"^(embed|projection)\."},
+        no_weight_decay=r"^embed\.weight$",
     )
 
     def __init__(self, config: ITransformerConfig):

@@ -201,6 +201,7 @@ class ScOT(nn.Module):
         lora_targets=r"(attn\.qkv|attn\.proj|fc1|fc2)$",
         lr_groups={"embedding_recovery": r"^(embeddings|patch_recovery)\.",
                    "time_embedding": r"norm[^.]*\.(weight|bias)(_t)?$"},
+        no_weight_decay=r"^embeddings\.proj\.weight$|attn\.(cpb_mlp\.\d+\.weight|logit_scale)$",
     )
 
     def __init__(self, config: ScOTConfig):

@@ -45,6 +45,8 @@ class FamilySpec:
     lora_targets: the ``nn.Linear`` (or 1×1 ``nn.Conv1d``) modules LoRA wraps; ``sciformer export`` merges
         each update into the wrapped layer's weight, so an export loads without LoRA.
     lr_groups: named learning-rate groups (``embedding_recovery``, ``time_embedding``) -> parameter pattern.
+    no_weight_decay: parameters of rank ≥ 2 that take no weight decay (embeddings, position-bias tables, logit
+        scales); tensors of rank < 2 (biases, norms) never take any.
     sized_by_data: config fields the data decides (channel counts): a pretrained model is rebuilt with the
         data's values and its channel tensors adapted; every other field keeps the checkpoint's value (an
         iTransformer's lookback is checked against the data, never silently changed).
@@ -57,11 +59,12 @@ class FamilySpec:
     time_conditioning: str = NOTHING
     lora_targets: str = NOTHING
     lr_groups: Mapping[str, str] = field(default_factory=dict)
+    no_weight_decay: str = NOTHING
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"FamilySpec kind must be one of {KINDS}, not {self.kind!r}")
-        for p in (self.adapters, self.time_conditioning, self.lora_targets, *self.lr_groups.values(),
+        for p in (self.adapters, self.time_conditioning, self.lora_targets, self.no_weight_decay, *self.lr_groups.values(),
                   *(c.pattern for c in self.channels)):
             re.compile(p)
 
@@ -74,6 +77,9 @@ class FamilySpec:
 
     def is_time_conditioning(self, name: str) -> bool:
         return re.search(self.time_conditioning, name) is not None
+
+    def takes_weight_decay(self, name: str, ndim: int) -> bool:
+        return ndim >= 2 and re.search(self.no_weight_decay, name) is None
 
 
 def spec_of(model: nn.Module | type[nn.Module]) -> FamilySpec:

@@ -20,10 +20,8 @@ from torch import nn
 from sciformer import checkpoints, models
 from sciformer.adaptation import adapt, check_mode
 from sciformer.errors import CheckpointError
+from sciformer.models.spec import spec_of
 from sciformer.nn.lora import lora_description
-
-# Parameter names matching these never get weight decay (plus every tensor with ndim < 2: biases, norms).
-NO_DECAY = re.compile(r"(norm|embed|pos_|position|bias|gamma|beta|logit_scale|cpb)", re.IGNORECASE)
 
 
 def warmup_cosine(step: int, warmup: int, total: int, min_ratio: float) -> float:
@@ -119,12 +117,13 @@ class BaseTask(L.LightningModule):
         """AdamW groups: (LR group) × (decay / no decay); empty groups dropped."""
         hp = self.hparams
         patterns = [(re.compile(p), lr) for p, lr in self.lr_patterns().items()]
+        spec = spec_of(self.model)
         groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
         for name, p in self.model.named_parameters():
             if not p.requires_grad:
                 continue
             lr = next((lr for pat, lr in patterns if pat.search(name)), hp.lr)
-            decay = p.ndim >= 2 and not NO_DECAY.search(name)
+            decay = spec.takes_weight_decay(name, p.ndim)
             groups.setdefault((lr, decay), []).append(p)
         return [
             {"params": ps, "lr": lr, "weight_decay": hp.weight_decay if decay else 0.0}

@@ -70,3 +70,20 @@ def test_lr_groups_of_factformer_reach_its_embedding_and_head():
     assert {lr[id(named[n])] for n in ("embed.weight", "head1.weight", "head2.weight", "head2.bias")} == {1e-3}
     assert lr[id(named["blocks.0.norm.weight_t"])] == 2e-3
     assert lr[id(named["blocks.0.attn.to_v.weight"])] == 1e-4
+
+
+OLD_NO_DECAY = r"(?i)(norm|embed|pos_|position|bias|gamma|beta|logit_scale|cpb)"  # the name list the spec replaced
+
+
+@pytest.mark.parametrize("name, options", [(n, {}) for n in SMALL.values()] + [("adit-dit-tiny", {"num_properties": 2}),
+                                                                             ("ifactformer-m-2d-tiny", {})])
+def test_weight_decay_split_is_unchanged_by_the_spec(name, options):
+    """Each family's no_weight_decay reproduces exactly what the old shared name list decided for it."""
+    if name.startswith("graph"):
+        pytest.importorskip("torch_geometric")
+    if name.startswith("fno"):
+        pytest.importorskip("neuralop")
+    model = models.get(name, **options)
+    spec = models.spec(model)
+    for n, p in model.named_parameters():
+        assert spec.takes_weight_decay(n, p.ndim) == (p.ndim >= 2 and not re.search(OLD_NO_DECAY, n)), n

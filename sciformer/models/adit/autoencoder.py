@@ -105,6 +105,7 @@ class AllAtomAutoencoder(nn.Module):
         adapters=r"^decoder\.(atom_types_head|pos_head|frac_head|lattice_head)\.",
         lora_targets=r"transformer\.layers\.\d+\.(linear1|linear2|self_attn\.out_proj)$",
         lr_groups={"embedding_recovery": r"^(encoder\.(atom_embed|pos_embed|frac_embed)|decoder\.\w+_head)\."},
+        no_weight_decay=r"^(decoder\.pos_head|encoder\.(atom_embed|frac_embed\.\d+|pos_embed\.\d+))\.weight$",
     )
 
     def __init__(self, config: AutoencoderConfig):
