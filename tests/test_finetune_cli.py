@@ -91,3 +91,30 @@ def test_readme_command_on_a_converted_poseidon_checkpoint(tmp_path):
 
     scratch = torch.load(out / "cells" / "n=8" / "scratch" / "seed=0" / "model.ckpt", weights_only=True)
     assert scratch["sciformer_model"]["class"] == "ScOT" and scratch["sciformer_model"]["config"]["embed_dim"] == 12
+
+
+@pytest.mark.parametrize("mode", ["lora", "frozen-latent"])
+def test_finetuned_cells_roll_out_and_export(tmp_path, pretrained_ckpt, mode):
+    """A LoRA or frozen-latent fine-tune from `sciformer finetune` goes on through `sciformer rollout` and
+    `sciformer export` (LoRA merged on reading) like any other checkpoint."""
+    import torch
+
+    from sciformer import models
+
+    store = heat_store(tmp_path / "down.zarr", ["u", "w"], n=10, seed=4)
+    out = tmp_path / "ft"
+    assert cli.main(["finetune", "--ckpt", str(pretrained_ckpt), "--data", str(store), "--samples", "2",
+                     "--mode", mode, "--epochs", "1", "--batch_size", "8", "--time_stride", "2",
+                     "--out", str(out)]) == 0
+    cell = out / "cells" / "n=2" / "finetuned" / "seed=0" / "model.ckpt"
+    lora = torch.load(cell, weights_only=True)["sciformer_model"]["lora"]
+    assert (lora is not None) == (mode == "lora")
+    assert cli.main(["rollout", "--ckpt", str(cell), "--data", str(store), "--steps", "2",
+                     "--out", str(tmp_path / "ro" / "rollout.zarr")]) == 0
+    summary = json.loads((tmp_path / "ro" / "summary.json").read_text())
+    assert summary["variables"] == ["u", "w"]
+    assert cli.main(["export", str(cell), str(tmp_path / "export")]) == 0
+    exported = models.load(tmp_path / "export")
+    x, t = torch.randn(1, 2, 16, 16), torch.tensor([0.5])
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x, t), models.load(cell)(x, t))
