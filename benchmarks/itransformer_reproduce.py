@@ -110,10 +110,10 @@ def ensemble(ds: str, horizon: int, ckpts: list[Path]) -> dict:
     """Test MSE/MAE of the mean forecast of several trained models (e.g. the seeds' best checkpoints)."""
     import torch
 
-    from sciformer.checkpoints import model_from_checkpoint, read_checkpoint
+    from sciformer import checkpoints
     from sciformer.data.series_module import SeriesDataModule
 
-    nets = [model_from_checkpoint(read_checkpoint(c)).eval() for c in ckpts]
+    nets = [checkpoints.read(c, kind="series").build() for c in ckpts]
     dm = SeriesDataModule([str(ensure_store(ds))], lookback=96, horizon=horizon, eval_batch_size=512)
     se = ae = n = 0.0
     with torch.no_grad():

@@ -144,7 +144,7 @@ def _read_lightning(path: Path) -> Checkpoint:
                       hp.get("model"), raw.get("sciformer_task"), desc.get("lora"), dict(hp), raw["state_dict"])
 
 
-def read_config(path: Path) -> dict[str, Any]:
+def _read_config(path: Path) -> dict[str, Any]:
     """The parsed ``config.json`` of an export directory."""
     cfg_file = path / "config.json"
     if not cfg_file.is_file():
@@ -164,7 +164,7 @@ def read_config(path: Path) -> dict[str, Any]:
 def _read_export(path: Path) -> Checkpoint:
     from safetensors.torch import load_file
 
-    meta = read_config(path)
+    meta = _read_config(path)
     weights = path / "model.safetensors"
     if not weights.is_file():
         raise CheckpointError(f"{path}: no model.safetensors beside config.json; re-export the model")
