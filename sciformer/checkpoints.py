@@ -118,8 +118,9 @@ def read(path: str | os.PathLike, kind: str | None = None) -> Checkpoint:
         raise CheckpointError(f"{p}: no such checkpoint; give a .ckpt file written by `sciformer fit` or a "
                               "directory written by `sciformer export` / `sciformer convert`")
     if kind is not None and ck.kind != kind:
-        raise CheckpointError(f"{p}: holds a {ck.model_class} (a {ck.kind} model); this command needs a model of "
-                              f"kind {kind!r}")
+        article = "an" if ck.kind[0] in "aeiou" else "a"
+        raise CheckpointError(f"{p}: holds a {ck.model_class} ({article} {ck.kind} model); this command needs a "
+                              f"model of kind {kind!r}")
     return ck
 
 

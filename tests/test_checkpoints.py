@@ -75,19 +75,28 @@ def test_bad_checkpoint_is_one_clear_error(kind, tmp_path, export):
 
 @pytest.mark.parametrize("kind", ["missing", "truncated weights", "weights of another size"])
 def test_every_command_reports_it_the_same_way(kind, tmp_path, export, capsys):
+    from heat import heat_store
+
     path, message = _corrupt(kind, tmp_path, export[0])
+    store = heat_store(tmp_path / "d.zarr", ["u", "v"], n=4, seed=0)
     for argv in (["export", str(path), str(tmp_path / "out")],
-                 ["finetune", "--ckpt", str(path), "--data", str(tmp_path / "d.zarr"), "--out", str(tmp_path / "ft")]):
+                 ["finetune", "--ckpt", str(path), "--data", str(store), "--out", str(tmp_path / "ft")],
+                 ["rollout", "--ckpt", str(path), "--data", str(store), "--out", str(tmp_path / "ro" / "r.zarr")],
+                 ["sample", "--ckpt", str(path), "--n", "2", "--out", str(tmp_path / "samples")]):
         assert cli.main(argv) == 1
         err = capsys.readouterr().err
-        assert message in err and str(path) in err and "Traceback" not in err
+        assert err.count("\n") == 1 and str(path) in err and "Traceback" not in err
+        # sample refuses an operator model before looking at its weights
+        assert message in err or (argv[0] == "sample" and "needs a model of kind 'generative'" in err)
 
 
-def test_a_checkpoint_of_another_kind_is_refused(tmp_path):
+def test_a_checkpoint_of_another_kind_is_refused(tmp_path, export, capsys):
     series = models.save(models.get("itransformer-tiny"), tmp_path / "series")
     with pytest.raises(CheckpointError, match="ITransformer \\(a series model\\).*kind 'operator'"):
         checkpoints.read(series, kind="operator")
     assert checkpoints.read(series, kind="series").kind == "series"
+    assert cli.main(["sample", "--ckpt", str(export[0]), "--n", "2", "--out", str(tmp_path / "s")]) == 1
+    assert "FactFormer (an operator model); this command needs a model of kind 'generative'" in capsys.readouterr().err
 
 
 def test_every_source_builds_the_same_function(tmp_path, export):
