@@ -65,8 +65,8 @@ class Checkpoint:
         return self.spec.kind
 
     def architecture(self) -> dict[str, Any]:
-        """The saved config without the channel counts, which the data decides."""
-        return {k: v for k, v in self.config.items() if k not in ("in_channels", "out_channels")}
+        """The saved config without the fields the data decides (channel counts, number of targets)."""
+        return {k: v for k, v in self.config.items() if k not in self.spec.sized_by_data}
 
     def twin(self) -> tuple[str, dict[str, Any]]:
         """(model, model_options) that make a task build the fresh twin (channel counts from its data)."""

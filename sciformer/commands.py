@@ -56,55 +56,69 @@ def finetune(
     baseline: list[str] | None = None,
     seeds: list[int] | None = None,
     epochs: int = 20,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     mode: str = "full",
-    lr: float = 5e-5,
+    lr: float | None = None,
     lr_embedding_recovery: float = 5e-4,
     lr_time_embedding: float = 5e-4,
-    scratch_lr: float = 5e-4,
+    scratch_lr: float | None = None,
     precision: str = "32-true",
     num_workers: int = 0,
     fno_model: str = "fno-2d",
     time_stride: int = 1,
+    seasonality: int | None = None,
+    properties: list[str] | None = None,
+    test_data: Path | None = None,
     out: Path = Path("runs/finetune"),
 ) -> None:
-    """Fine-tune a pretrained checkpoint on N trajectories of a store, for several N, against baselines.
+    """Fine-tune a pretrained checkpoint on N samples of a store, for several N, against baselines.
 
-    Every cell (sample count × model × seed) gets the same budget and is tested on the same test split. A
-    killed sweep resumes from its finished cells (rerun the same command). Writes OUT/results.json,
-    OUT/report.md (errors, accuracy gain AG and efficiency gain EG) and OUT/error_vs_samples.png.
+    One sweep for every kind of store: field stores (operator models; N = training trajectories), series stores
+    (forecasters; N = training windows) and atom stores (property models; N = training systems). Every cell
+    (sample count × model × seed) gets the same budget and is tested on the same test split. A killed sweep
+    resumes from its finished cells (rerun the same command). Writes OUT/results.json, OUT/report.md (errors,
+    accuracy gain AG and efficiency gain EG) and OUT/error_vs_samples.png.
 
     Example:
         sciformer finetune --ckpt runs/pretrain/last.ckpt --data data/wave.zarr --samples 8,32,128 --baseline scratch --out runs/ft-wave
         sciformer finetune --ckpt exports/scot-t --data data/ac.zarr --samples 4,16 --seeds 0,1,2 --mode lora
+        sciformer finetune --ckpt runs/ett/last.ckpt --data data/timeseries/etth2.zarr --samples 256,2048 --out runs/ft-etth2
+        sciformer finetune --ckpt runs/c24/last.ckpt --data data/perov_5_val.zarr --test_data data/perov_5_test.zarr --properties heat_ref --samples 256,1024
 
     Args:
         ckpt: pretrained Lightning checkpoint or export/convert directory.
-        data: the downstream field store (its train split is subsampled, its test split is used for scoring).
-        samples: training-trajectory counts (default 8,32); --samples 8,32 or --samples 8 --samples 32.
-        baseline: baselines trained with the same budget: scratch (the checkpoint's architecture, fresh weights;
-            for every source, converted Poseidon checkpoints included) and/or fno (neuraloperator's FNO, size
-            --fno_model); --baseline scratch --baseline fno or --baseline scratch,fno; default: scratch.
+        data: the downstream store (its train split is subsampled, its test split is used for scoring).
+        samples: sample counts (default 8,32); --samples 8,32 or --samples 8 --samples 32.
+        baseline: baselines with the same budget. Fields: scratch (the checkpoint's architecture, fresh weights;
+            for every source, converted Poseidon checkpoints included), fno (neuraloperator's FNO, size
+            --fno_model); default scratch. Series: scratch, persistence, lookback-mean, seasonal-naive (default
+            all). Atoms: scratch, mean (the training mean; default both). --baseline scratch --baseline fno or
+            --baseline scratch,fno.
         seeds: seeds (default 0; report ≥ 3 for claims), as --seeds 0,1,2.
         epochs: epochs per cell (same for every model).
-        batch_size: batch size per cell.
+        batch_size: batch size per cell (default: fields 16, series 32, atoms 64).
         mode: full | frozen-latent | lora.
-        lr: learning rate of the pretrained latent (Poseidon fine-tuning default 5e-5).
-        lr_embedding_recovery: learning rate of the re-initialised embedding and recovery.
-        lr_time_embedding: learning rate of the time-conditioning parameters.
-        scratch_lr: learning rate of the from-scratch baseline.
+        lr: learning rate of the pretrained model (default: fields 5e-5 as Poseidon, series 1e-4, atoms 3e-4).
+        lr_embedding_recovery: fields: learning rate of the embedding and recovery.
+        lr_time_embedding: fields: learning rate of the time-conditioning parameters.
+        scratch_lr: learning rate of the from-scratch baseline (default: fields 5e-4, series 1e-4, atoms 1e-3).
         precision: Lightning precision (32-true, bf16-mixed, ...).
         num_workers: DataLoader workers.
-        fno_model: registered FNO size of the fno baseline (fno-2d, fno-2d-tiny).
-        time_stride: use every k-th stored snapshot (all2all pairs grow with the square of the count).
+        fno_model: fields: registered FNO size of the fno baseline (fno-2d, fno-2d-tiny).
+        time_stride: fields: use every k-th stored snapshot (all2all pairs grow with the square of the count).
+        seasonality: series: period of the seasonal-naive baseline and of MASE (default: a day of steps for
+            sub-daily data, 7 for daily).
+        properties: atoms: the property to fine-tune on (default: the one the checkpoint was trained on).
+        test_data: atoms: a separate test store (default: the held-out 10 % of --data).
         out: output directory.
     """
     from sciformer.finetune import SweepConfig, sweep
 
-    cfg = SweepConfig(samples=samples or [8, 32], baselines=baseline or ["scratch"], seeds=seeds or [0], epochs=epochs,
+    cfg = SweepConfig(samples=samples or [8, 32], baselines=baseline, seeds=seeds or [0], epochs=epochs,
                       batch_size=batch_size, mode=mode, lr=lr, lr_embedding_recovery=lr_embedding_recovery,
                       lr_time_embedding=lr_time_embedding, scratch_lr=scratch_lr, precision=precision,
-                      num_workers=num_workers, fno_model=fno_model, time_stride=time_stride)
+                      num_workers=num_workers, fno_model=fno_model, time_stride=time_stride, seasonality=seasonality,
+                      properties=properties, test_data=str(test_data) if test_data else None)
     sweep(ckpt, data, cfg, out)
     print((out / "report.md").read_text())
     print(f"results: {out / 'results.json'}  report: {out / 'report.md'}  plot: {out / 'error_vs_samples.png'}")

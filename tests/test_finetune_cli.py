@@ -53,13 +53,17 @@ def test_list_flags_take_every_spelling(captured, spelling):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--baseline", "scratch,unet"], "unknown baseline"),
+    (["--baseline", "scratch,unet"], "unknown baseline(s) ['unet'] for a fields store"),
+    (["--baseline", "persistence"], "unknown baseline(s) ['persistence'] for a fields store"),
     (["--mode", "frozen"], "fine-tuning mode 'frozen'"),
-    (["--samples", "0"], "positive trajectory counts"),
+    (["--samples", "0"], "positive counts"),
+    (["--epochs", "0"], "--epochs must be ≥ 1"),
 ])
-def test_bad_baseline_or_mode_is_refused_before_training(captured, capsys, args, message):
-    rc = cli.main(["finetune", "--ckpt", "c", "--data", "d", *args])
-    assert rc == 1 and not captured
+def test_bad_baseline_or_mode_is_refused_before_training(tmp_path, capsys, args, message):
+    store = heat_store(tmp_path / "d.zarr", ["u", "v"], n=4, seed=0)
+    rc = cli.main(["finetune", "--ckpt", str(tmp_path / "no.ckpt"), "--data", str(store), *args,
+                   "--out", str(tmp_path / "ft")])
+    assert rc == 1 and not (tmp_path / "ft").exists()
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
 

@@ -12,7 +12,7 @@ from heat import heat_store
 from sciformer import finetune
 from sciformer.data.fields import FieldDataModule
 from sciformer.errors import SciformerError
-from sciformer.finetune import SweepConfig, sample_sweep, sweep
+from sciformer.finetune import SweepConfig, fields, sample_sweep, sweep
 
 
 def test_sweep_writes_results_report_and_resumes(tmp_path, pretrained_ckpt, monkeypatch):
@@ -90,7 +90,7 @@ def test_physics_metrics_of_the_mean_predictor_by_hand(tmp_path):
     data = heat_store(tmp_path / "h.zarr", ["u", "v"], n=10, seed=3)
     dm = FieldDataModule(stores=[str(data)], batch_size=4)
     dm.setup("test")
-    got = sample_sweep.physics_metrics(_Zero(), dm, data)
+    got = fields.physics_metrics(_Zero(), dm, data)
     stats = dm.spec["stats"]
     mean = np.array([stats[v]["mean"] for v in dm.spec["outputs"]])[None, :, None, None]
     vr, nr = [], []

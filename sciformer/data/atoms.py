@@ -61,7 +61,8 @@ def write_store(out: str | os.PathLike, systems: Sequence[dict[str, Any]], *, do
     pbc = np.stack([np.asarray(s.get("pbc", (False,) * 3), bool) for s in systems]) if n else np.zeros((0, 3), bool)
     prop_names = sorted({k for s in systems for k in s.get("properties", {})})
     out = Path(out)
-    with atomic_path(out, is_dir=True) as tmp:
+    # every chunk is written, all-fill ones too (zarr skips them by default): a missing chunk is damage
+    with atomic_path(out, is_dir=True) as tmp, zarr.config.set({"array.write_empty_chunks": True}):
         g = zarr.open_group(str(tmp), mode="w", zarr_format=3)
         g.create_array("atomic_numbers", data=z, chunks=(max(1, min(len(z), 1 << 18)),))
         g.create_array("positions", data=pos, chunks=(max(1, min(len(pos), 1 << 16)), 3))
@@ -81,7 +82,7 @@ def write_store(out: str | os.PathLike, systems: Sequence[dict[str, Any]], *, do
                 a = pg.create_array(p, data=vals)
                 a.attrs["units"] = (units or {}).get(p, "")
         g.attrs.update({"layout": "atoms", "domain": domain, "source": source, "report": report,
-                        "n_systems": n, "n_atoms": int(len(z)), **(attrs or {})})
+                        "n_systems": n, "n_atoms": int(len(z)), **(attrs or {}), "all_chunks_written": True})
         with warnings.catch_warnings():  # "consolidated metadata is not in the v3 spec": we read it ourselves
             warnings.simplefilter("ignore")
             zarr.consolidate_metadata(str(tmp))
@@ -371,7 +372,21 @@ def _elements_option(elements) -> set[int] | None:
 
     pt = GetPeriodicTable()
     items = elements.split(",") if isinstance(elements, str) else elements
-    return {int(e) if str(e).isdigit() else pt.GetAtomicNumber(str(e).strip()) for e in items}
+    out = set()
+    for e in items:
+        try:
+            out.add(int(e) if str(e).isdigit() else pt.GetAtomicNumber(str(e).strip()))
+        except RuntimeError:  # RDKit: "Element 'Qq' not found"
+            raise DataError(f"--option elements: {str(e).strip()!r} is not an element symbol (give e.g. "
+                            "elements=H,C,N,O or atomic numbers)") from None
+    return out
+
+
+def _nothing_written(src, systems, reasons, what: str) -> None:
+    """A conversion that keeps no system is refused (no empty store is written), with the skip reasons."""
+    if not systems:
+        why = ", ".join(f"{k}: {v}" for k, v in reasons.most_common()) or f"the file holds no {what}"
+        raise DataError(f"{src}: no usable {what} ({why}); nothing written")
 
 
 def convert_sdf(src: Path, out: Path, *, elements=None, allow_2d: bool = False, remove_hs: bool = False) -> Path:
@@ -402,6 +417,7 @@ def convert_sdf(src: Path, out: Path, *, elements=None, allow_2d: bool = False, 
                    "id": mol.GetProp("_Name") if mol.HasProp("_Name") else "", "properties": props}, None
 
     systems, reasons = _checked(records(), _elements_option(elements))
+    _nothing_written(src, systems, reasons, "molecule")
     return write_store(out, systems, domain="molecule", source=f"SDF {Path(src).name} (RDKit)", report=_report(systems, reasons))
 
 
@@ -437,12 +453,17 @@ def read_xyz_frames(text: str) -> Iterable[tuple[dict | None, str | None]]:
 
 def convert_xyz(src: Path, out: Path, *, elements=None, charge: int | None = None) -> Path:
     """(Multi-frame) XYZ → atom store; ``charge`` sets every molecule's total charge if given."""
-    frames = list(read_xyz_frames(Path(src).read_text()))
+    try:
+        text = Path(src).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{src}: not a text XYZ file (byte {e.start} is not UTF-8); is it another format?") from None
+    frames = list(read_xyz_frames(text))
     if charge is not None:
         for s, _ in frames:
             if s is not None:
                 s["charge"] = int(charge)
     systems, reasons = _checked(frames, _elements_option(elements))
+    _nothing_written(src, systems, reasons, "molecule")
     return write_store(out, systems, domain="molecule", source=f"XYZ {Path(src).name}", report=_report(systems, reasons))
 
 
@@ -478,7 +499,10 @@ def convert_cif_csv(src: Path, out: Path, *, cif_column: str = "cif", id_column:
     or ``name:unit,...``) labels them (known CDVAE columns are labelled by default)."""
     import pandas as pd
 
-    df = pd.read_csv(src)
+    try:
+        df = pd.read_csv(src)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise DataError(f"{src}: not a readable CSV of CIF strings ({type(e).__name__}: {' '.join(str(e).split())[:120]})") from None
     if cif_column not in df.columns:
         raise DataError(f"{src}: no column {cif_column!r} (columns: {', '.join(map(str, df.columns))})")
     prop_cols = [c for c in df.columns if c not in (cif_column, id_column) and not str(c).startswith("Unnamed")
@@ -498,6 +522,7 @@ def convert_cif_csv(src: Path, out: Path, *, cif_column: str = "cif", id_column:
             yield sys_, reason
 
     systems, reasons = _checked(records(), _elements_option(elements))
+    _nothing_written(src, systems, reasons, "structure")
     return write_store(out, systems, domain="crystal", source=f"CIF CSV {Path(src).name} (ase CIF parser)",
                        report=_report(systems, reasons), units={c: units.get(c, "") for c in prop_cols},
                        attrs={"niggli_reduced": bool(niggli)})
@@ -646,11 +671,13 @@ class AtomsDataModule(DataModule):
         properties: per-system property names to serve as ``y`` (normalised by training mean/std; missing → masked).
         batch_size, num_workers, seed: loader settings.
         limit: use at most this many systems per train store (quick runs).
+        train_systems: train on the first N systems of the training split only (sample-count sweeps); the
+            validation split is unchanged, the property statistics are the N systems'.
     """
 
     def __init__(self, train: list[str], test: list[str] | None = None, properties: list[str] | None = None,
                  train_fraction: float = 0.9, batch_size: int = 64, num_workers: int = 0, seed: int = 0,
-                 limit: int | None = None):
+                 limit: int | None = None, train_systems: int | None = None):
         super().__init__()
         self.train_paths, self.test_paths = list(train), list(test or [])
         self.properties = list(properties or [])
@@ -660,7 +687,12 @@ class AtomsDataModule(DataModule):
         self._splits = []
         for s in self._stores:
             n = len(s) if limit is None else min(len(s), int(limit))
-            self._splits.append(split_indices(n, train_fraction))
+            tr, va = split_indices(n, train_fraction)
+            if train_systems is not None:
+                if not 1 <= train_systems <= len(tr):
+                    raise DataError(f"train_systems={train_systems}: {s.path} has {len(tr)} training systems")
+                tr = tr[:train_systems]
+            self._splits.append((tr, va))
         self._spec = self._compute_spec()
 
     def _compute_spec(self) -> dict[str, Any]:

@@ -1,10 +1,12 @@
-"""Fine-tuning sweeps (above the tasks): sample-count sweeps against baselines, Poseidon's gains, the report.
+"""Fine-tuning sweeps (above the tasks): one sample-count sweep for field, series and atom stores, Poseidon's
+gains, the report. Each kind of store adds only how a cell is built and scored (``fields``, ``series``, ``atoms``).
 
 Adapting a checkpoint to new variables lives below the tasks, in ``sciformer.adaptation``.
 """
 
+from sciformer.finetune.config import SweepConfig, SweepKind
+from sciformer.finetune.fields import METRIC
 from sciformer.finetune.gains import accuracy_gain, efficiency_gain
-from sciformer.finetune.report import METRIC
-from sciformer.finetune.sample_sweep import BASELINES, SweepConfig, run_cell, sweep
+from sciformer.finetune.sample_sweep import BASELINES, KINDS, sweep
 
-__all__ = ["BASELINES", "METRIC", "SweepConfig", "accuracy_gain", "efficiency_gain", "run_cell", "sweep"]
+__all__ = ["BASELINES", "KINDS", "METRIC", "SweepConfig", "SweepKind", "accuracy_gain", "efficiency_gain", "sweep"]

@@ -49,5 +49,7 @@ class PropertyTask(BaseTask):
                 if sel.any():
                     std = spec["property_std"][k]
                     self.log(f"{stage}/mae_{name}", (pred[sel, k] - y[sel, k]).abs().mean() * std, batch_size=int(sel.sum()))
+                    self.log(f"{stage}/mse_{name}", ((pred[sel, k] - y[sel, k]) ** 2).mean() * std ** 2,
+                             batch_size=int(sel.sum()))
                     self.log(f"{stage}/baseline_mae_{name}", y[sel, k].abs().mean() * std, batch_size=int(sel.sum()))
         return loss
