@@ -122,3 +122,26 @@ def test_finetuned_cells_roll_out_and_export(tmp_path, pretrained_ckpt, mode):
     x, t = torch.randn(1, 2, 16, 16), torch.tensor([0.5])
     with torch.no_grad():
         torch.testing.assert_close(exported(x, t), models.load(cell)(x, t))
+
+
+def test_a_second_sweep_on_the_same_out_is_refused(tmp_path, pretrained_ckpt, capsys):
+    import subprocess
+    import sys
+
+    store = heat_store(tmp_path / "d.zarr", ["u", "v"], n=6, seed=0)
+    out = tmp_path / "ft"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pathlib import Path; from sciformer.io import exclusive_lock\n"
+        f"with exclusive_lock(Path({str(out)!r})):\n    print('held', flush=True); time.sleep(60)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        rc = cli.main(["finetune", "--ckpt", str(pretrained_ckpt), "--data", str(store), "--samples", "2",
+                       "--out", str(out)])
+        err = capsys.readouterr().err
+        assert rc == 1 and str(holder.pid) in err and "Traceback" not in err
+        assert not (out / "results.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()

@@ -77,7 +77,7 @@ def sweep(ckpt: Path, data: Path, cfg: SweepConfig, out: Path) -> dict:
     """Run (or resume) every cell; write results.json after each cell, then report.md and plots."""
     from rich.progress import Progress
 
-    from sciformer.io import write_json
+    from sciformer.io import exclusive_lock, write_json
 
     kind = kind_of(data)
     cfg = kind.resolve(cfg)
@@ -87,28 +87,29 @@ def sweep(ckpt: Path, data: Path, cfg: SweepConfig, out: Path) -> dict:
         cfg = kind.prepare(cfg, data, ck)
     variables = kind.variables(ck, data, cfg)
     out.mkdir(parents=True, exist_ok=True)
-    results_file = out / "results.json"
-    state = _read_state(results_file)
-    _check_same_sweep(state, ckpt, data, cfg, results_file)
-    cells, skipped = state.get("cells", {}), state.get("skipped", {})
-    remaining = [(n, model, seed) for n in cfg.samples for model in ["finetuned", *cfg.baselines]
-                 for seed in cfg.seeds if cell_key(n, model, seed) not in cells]
-    meta = {"kind": kind.layout, "metric": kind.metric, "unit": kind.unit, "ckpt": str(ckpt), "data": str(data),
-            "config": dataclasses.asdict(cfg), "variables": variables}
-    with Progress() as progress:
-        bar = progress.add_task("fine-tuning sweep", total=len(remaining))
-        for n, model, seed in remaining:
-            key = cell_key(n, model, seed)
-            progress.update(bar, description=f"sweep {key}")
-            try:
-                cells[key] = run_cell(kind, ckpt, data, n, model, seed, cfg, out / "cells")
-                skipped.pop(key, None)
-            except SciformerError as e:  # e.g. more samples than the training split holds: skip, keep going
-                skipped[key] = str(e)
-                progress.console.print(f"[yellow]skipped {key}: {e}")
-            write_json(results_file, {**meta, "cells": cells, "skipped": skipped})
-            progress.advance(bar)
-    summary = summarise(cells, cfg, kind)
-    write_json(results_file, {**meta, "cells": cells, "skipped": skipped, "summary": summary})
-    write_report(out, summary, cfg, meta, kind)
+    with exclusive_lock(out):  # a second sweep on the same --out is refused, naming this process
+        results_file = out / "results.json"
+        state = _read_state(results_file)
+        _check_same_sweep(state, ckpt, data, cfg, results_file)
+        cells, skipped = state.get("cells", {}), state.get("skipped", {})
+        remaining = [(n, model, seed) for n in cfg.samples for model in ["finetuned", *cfg.baselines]
+                     for seed in cfg.seeds if cell_key(n, model, seed) not in cells]
+        meta = {"kind": kind.layout, "metric": kind.metric, "unit": kind.unit, "ckpt": str(ckpt), "data": str(data),
+                "config": dataclasses.asdict(cfg), "variables": variables}
+        with Progress() as progress:
+            bar = progress.add_task("fine-tuning sweep", total=len(remaining))
+            for n, model, seed in remaining:
+                key = cell_key(n, model, seed)
+                progress.update(bar, description=f"sweep {key}")
+                try:
+                    cells[key] = run_cell(kind, ckpt, data, n, model, seed, cfg, out / "cells")
+                    skipped.pop(key, None)
+                except SciformerError as e:  # e.g. more samples than the training split holds: skip, keep going
+                    skipped[key] = str(e)
+                    progress.console.print(f"[yellow]skipped {key}: {e}")
+                write_json(results_file, {**meta, "cells": cells, "skipped": skipped})
+                progress.advance(bar)
+        summary = summarise(cells, cfg, kind)
+        write_json(results_file, {**meta, "cells": cells, "skipped": skipped, "summary": summary})
+        write_report(out, summary, cfg, meta, kind)
     return summary
