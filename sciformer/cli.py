@@ -6,6 +6,7 @@ Subcommands are imported only when run, so `sciformer --help` answers at once.
 from __future__ import annotations
 
 import difflib
+import errno
 import importlib
 import inspect
 import os
@@ -134,16 +135,58 @@ def main(argv: list[str] | None = None) -> int:
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             print(f"sciformer: unknown command '{cmd}'{hint}; run `sciformer --help`", file=sys.stderr)
             return 2
-    except SciformerError as e:
-        print(f"sciformer {cmd}: error: {e}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
+        _debug_traceback()
         print(f"sciformer {cmd}: interrupted", file=sys.stderr)
         return 130
     except SystemExit as e:  # argparse/jsonargparse exit after printing usage and the error
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except Exception as e:
+        user = user_error(e)
+        if user is None:  # a bug, not bad input: keep the traceback
+            raise
+        _debug_traceback()
+        print(f"sciformer {cmd}: error: {one_line(user)}", file=sys.stderr)
+        return 1
     return 0
 
+
+def user_error(e: BaseException) -> SciformerError | None:
+    """The ``SciformerError`` behind ``e``: itself, or one that jsonargparse or Lightning wrapped while building a
+    task or data module (found through ``__cause__``/``__context__``)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, SciformerError):
+            return e
+        if isinstance(e, OSError) and e.filename and e.errno in OUTPUT_ERRNOS:
+            return SciformerError(f"{e.filename}: {e.strerror}; {OUTPUT_ERRNOS[e.errno]}")
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+# operating-system refusals of a path the user chose (an output directory, mostly): what to do about each
+OUTPUT_ERRNOS = {
+    errno.EACCES: "choose a writable location or fix its permissions",
+    errno.EPERM: "choose a writable location or fix its permissions",
+    errno.EROFS: "the file system is read-only: choose another location",
+    errno.ENOSPC: "the disk is full: free space or choose another location",
+    errno.EDQUOT: "the disk quota is exhausted: free space or choose another location",
+    errno.ENOTDIR: "a part of the path is a file, not a directory: choose another location",
+    errno.EEXIST: "a file is in the way where a directory is needed: choose another location",
+}
+
+
+def one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def _debug_traceback() -> None:
+    """``SCIFORMER_DEBUG=1`` shows the traceback behind a one-line error."""
+    if os.environ.get("SCIFORMER_DEBUG", "").strip() not in ("", "0"):
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")

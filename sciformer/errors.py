@@ -11,3 +11,7 @@ class DataError(SciformerError):
 
 class CheckpointError(SciformerError):
     """A checkpoint that cannot be used as asked (other model, other channels, unexpected keys)."""
+
+
+class ConfigError(SciformerError, ValueError):
+    """A config field or flag with a value that cannot work: names the field or flag and the valid values."""

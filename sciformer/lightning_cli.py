@@ -7,7 +7,30 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import Logger
 
 from sciformer.data.module import DataModule
+from sciformer.errors import CheckpointError
 from sciformer.tasks.base import BaseTask
+
+# --ckpt_path values Lightning resolves itself (from the run directory or a registry)
+SPECIAL_CKPT_PATHS = ("last", "best", "hpc", "registry")
+
+
+def check_ckpt_path(ckpt_path) -> None:
+    """``--ckpt_path FILE`` must name a readable Lightning checkpoint (a zip archive written by ``torch.save``)."""
+    import zipfile
+    from pathlib import Path
+
+    if not ckpt_path or "://" in str(ckpt_path) or str(ckpt_path).split(":")[0] in SPECIAL_CKPT_PATHS:
+        return
+    path = Path(ckpt_path)
+    if path.is_dir():
+        raise CheckpointError(f"--ckpt_path {path}: a directory; give the .ckpt file written by `sciformer fit` "
+                              "(an export directory is for `sciformer finetune`/`rollout`, not for resuming)")
+    if not path.is_file():
+        raise CheckpointError(f"--ckpt_path {path}: no such checkpoint file; give a .ckpt written by `sciformer fit` "
+                              "or `last` to resume from the run's last checkpoint")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"--ckpt_path {path}: not a readable checkpoint (corrupt, truncated or not a PyTorch "
+                              "file); use another checkpoint of the run")
 
 
 class SaveConfigToLogger(SaveConfigCallback):
@@ -43,7 +66,19 @@ class SciformerCLI(LightningCLI):
 
     def _parse_ckpt_path(self) -> None:
         """Keep the run's own config: Lightning would let hyper-parameters stored in ``--ckpt_path`` override
-        it (Lightning #20801). A checkpoint of another model is refused by ``BaseTask.on_load_checkpoint``."""
+        it (Lightning #20801). A checkpoint of another model is refused by ``BaseTask.on_load_checkpoint``.
+        Here, before anything is built, a missing or unreadable ``--ckpt_path`` file is refused."""
+        check_ckpt_path(self.config[self.config.subcommand].get("ckpt_path"))
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        from lightning.pytorch.trainer.states import TrainerStatus
+
+        try:
+            super()._run_subcommand(subcommand)
+        except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1) after a graceful shutdown
+            if self.trainer.state.status == TrainerStatus.INTERRUPTED:
+                raise KeyboardInterrupt from None
+            raise
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.spec", "model.init_args.data_spec", apply_on="instantiate")

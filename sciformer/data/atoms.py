@@ -301,6 +301,11 @@ def build_qm9_etkdg(out: Path, trajectories: int = 0, resolution: int = 0, seed:
         reasons.update(skipped)
     report = {"requested": len(smiles), "written": len(systems), "skipped": sum(reasons.values()),
               "skip_reasons": dict(reasons)}
+    if not systems:  # nothing to resume either: leave no parts behind
+        import shutil
+
+        shutil.rmtree(parts, ignore_errors=True)
+        _nothing_written(src_path, systems, reasons, "molecule")
     path = write_store(out, systems, domain="molecule", source=f"qm9-etkdg from {src_path.name} (RDKit ETKDGv3 + MMFF94; not DFT geometries)",
                        report=report, units={"mmff94_energy": "kcal/mol"}, attrs={"builder_options": key})
     print(f"qm9-etkdg: {report['written']}/{report['requested']} molecules; skipped {report['skipped']}: {dict(reasons)}")

@@ -20,6 +20,7 @@ from typing import Any
 
 from sciformer.data.store import FieldStoreWriter
 from sciformer.errors import DataError
+from sciformer.io import DiskFullError
 
 
 def default_workers() -> int:
@@ -45,8 +46,20 @@ def run_build(writer: FieldStoreWriter, make: Callable[..., dict], params: dict[
     """Generate every unwritten trajectory with ``make(i, **params)``, write it, then finalize the store.
 
     ``workers`` defaults to all usable cores (1 runs in this process). Worker processes are spawned (not
-    forked), so ``make`` must be importable at module level.
+    forked), so ``make`` must be importable at module level. On a full disk the partial store is removed and
+    :class:`~sciformer.io.DiskFullError` says so; after any other error it is kept for a resumed run.
     """
+    try:
+        return _run_build(writer, make, params, label, workers)
+    except DiskFullError:
+        writer.abort()
+        raise
+    finally:
+        writer.release()
+
+
+def _run_build(writer: FieldStoreWriter, make: Callable[..., dict], params: dict[str, Any], label: str,
+               workers: int | None = None) -> Path:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,

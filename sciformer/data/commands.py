@@ -73,12 +73,31 @@ def _options(pairs: list[str]) -> dict:
     return out
 
 
+def _checked_options(fn: Callable, name: str, options: dict, fixed: tuple[str, ...]) -> dict:
+    """Refuse ``--option`` keys ``fn`` does not take, naming them and the valid ones. A function with ``**options``
+    checks its own (the NS and wave builders: their families' parameters)."""
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return options
+    valid = [n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in fixed]
+    unknown = [k for k in options if k not in valid]
+    if unknown:
+        raise SciformerError(f"--option {unknown[0]}={options[unknown[0]]}: {name} has no option(s) "
+                             f"{', '.join(map(repr, unknown))}; valid: {', '.join(valid) or '(none)'}")
+    return options
+
+
 def store_layout(path: Path) -> str:
     """The ``layout`` attribute of a zarr store (fields | series | atoms), with clear errors."""
     import zarr
 
     if not Path(path).exists() and "://" not in str(path):
-        raise DataError(f"{path}: no such store")
+        from sciformer.io import recover_for_reading
+
+        if not recover_for_reading(path):  # an interrupted replace may have left only .NAME.old
+            raise DataError(f"{path}: no such store")
     try:
         group = zarr.open_group(str(path), mode="r")
     except Exception as e:
@@ -109,6 +128,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="converter-specific option")
     i = sub.add_parser("info", help="print variables, shapes, statistics; check for NaN/Inf")
     i.add_argument("store", type=Path)
+    i.add_argument("--verify", action="store_true",
+                   help="read every chunk of every array: check it is present and finite; exit 1 on a problem")
     return p
 
 
@@ -116,14 +137,26 @@ def main(argv: list[str]) -> None:
     args = parser().parse_args(argv)
     if args.action == "build":
         fn = _resolve(BUILDERS, args.name, "builder")
-        out = fn(args.out, trajectories=args.trajectories, resolution=args.resolution, seed=args.seed,
-                 **_options(args.option))
+        options = _checked_options(fn, args.name, _options(args.option), ("out", "trajectories", "resolution", "seed"))
+        out = fn(args.out, trajectories=args.trajectories, resolution=args.resolution, seed=args.seed, **options)
         print(f"built {args.name} -> {out}")
     elif args.action == "convert":
         fn = _resolve(CONVERTERS, args.fmt, "format")
         if not args.src.exists() and "://" not in str(args.src):
             raise DataError(f"{args.src}: no such file")
-        out = fn(args.src, args.out, **_options(args.option))
+        out = fn(args.src, args.out, **_checked_options(fn, f"--from {args.fmt}", _options(args.option), ("src", "out")))
         print(f"converted {args.src} -> {out}")
+    elif args.verify:
+        from sciformer.data.store import verify_store
+
+        store_layout(args.store)  # clear errors for a missing or foreign store
+        result = verify_store(args.store)
+        for line in result.problems[:50]:
+            print(f"  {line}")
+        if len(result.problems) > 50:
+            print(f"  ... and {len(result.problems) - 50} more")
+        if not result.ok:
+            raise DataError(result.summary())
+        print(result.summary())
     else:
         print(_resolve(DESCRIBERS, store_layout(args.store), "store layout")(args.store))

@@ -201,6 +201,11 @@ def read_csv(src: str | Path, date_column: str | None = None, fill: str = "error
         raise DataError(f"{src}: column {col!r} row {row + 2} ({data[col].iloc[row]!r}) is not a number")
     t = time.to_numpy("datetime64[ns]")
     values = numeric.to_numpy(np.float64)
+    infinite = np.isinf(values)
+    if infinite.any():  # NaN is a missing value (see fill); ±inf is damage
+        row, c = map(int, np.argwhere(infinite)[0])
+        raise DataError(f"{src}: column {str(data.columns[c])!r} row {row + 2} is {values[row, c]}; "
+                        f"{int(infinite.sum())} infinite value(s) in the file: fix or remove them")
     steps = np.diff(t).astype(np.int64)
     if (steps < 0).any():
         i = int(np.flatnonzero(steps < 0)[0])
@@ -262,11 +267,15 @@ def convert_csv(src: Path, out: Path, target: str | None = None, protocol: str =
         attrs={"layout": "series", "format": 1, "variates": names, "target": target, "step_seconds": step,
                "freq": frequency_code(step), "protocol": protocol, "splits": splits, "source": src.name,
                "sha256": parsed["sha256"], "encoding": parsed["encoding"], "missing": parsed["missing"],
-               "duplicates": parsed["duplicates"], "date_column": parsed["date_column"]},
+               "duplicates": parsed["duplicates"], "date_column": parsed["date_column"],
+               "all_chunks_written": True},
     )
+    import zarr
+
     with atomic_path(out, is_dir=True) as tmp:
-        with warnings.catch_warnings():  # "consolidated metadata is not in the zarr v3 spec yet"
-            warnings.simplefilter("ignore")
+        # every chunk is written, all-fill ones too (zarr skips them by default): a missing chunk is damage
+        with warnings.catch_warnings(), zarr.config.set({"array.write_empty_chunks": True}):
+            warnings.simplefilter("ignore")  # "consolidated metadata is not in the zarr v3 spec yet"
             ds.to_zarr(str(tmp), mode="w", zarr_format=3, consolidated=True)
     return out
 

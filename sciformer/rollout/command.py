@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sciformer.errors import DataError
+from sciformer.errors import ConfigError, DataError
 from sciformer.rollout.fields import rollout_fields
 from sciformer.rollout.series import rollout_series
 
@@ -16,6 +16,32 @@ def is_series_store(data) -> bool:
     from sciformer.data.commands import store_layout
 
     return Path(str(data)).is_dir() and (Path(str(data)) / "zarr.json").exists() and store_layout(data) == "series"
+
+
+def check_flags(*, split, steps, mode, jump, stride, start, history, trajectories, batch_size, blowup_factor,
+                correlation_threshold, splits) -> None:
+    """Refuse flag values that cannot work, naming the flag, before any checkpoint or store is read."""
+    from sciformer.rollout.plan import MODES
+
+    def positive(flag, value):
+        if value is not None and int(value) < 1:
+            raise ConfigError(f"--{flag} {value}: must be ≥ 1")
+
+    for flag, value in (("steps", steps), ("jump", jump), ("stride", stride), ("history", history),
+                        ("trajectories", trajectories), ("batch_size", batch_size)):
+        positive(flag, value)
+    if start < 0:
+        raise ConfigError(f"--start {start}: must be ≥ 0 (the snapshot of the initial condition)")
+    if mode not in MODES:
+        raise ConfigError(f"--mode {mode!r}: use one of {', '.join(MODES)}")
+    if split not in ("train", "val", "test", "all"):
+        raise ConfigError(f"--split {split!r}: use train, val, test or all")
+    if not blowup_factor > 0:
+        raise ConfigError(f"--blowup_factor {blowup_factor}: must be > 0 (inf: stop only on non-finite values)")
+    if not 0 <= correlation_threshold <= 1:
+        raise ConfigError(f"--correlation_threshold {correlation_threshold}: must lie in [0, 1]")
+    if len(splits) != 3 or any(f < 0 for f in splits) or abs(sum(splits) - 1) > 1e-6:
+        raise ConfigError(f"--splits {list(splits)}: three non-negative train/val/test fractions summing to 1")
 
 
 def rollout(*, ckpt: Path, data: Path, split: str = "test", steps: int | None = None, mode: str = "ar",
@@ -63,6 +89,9 @@ def rollout(*, ckpt: Path, data: Path, split: str = "test", steps: int | None = 
         sciformer rollout --ckpt exports/scot-t --data data/ns-sines.zarr --mode direct --steps 40 --out runs/rollout/direct/rollout.zarr
         sciformer rollout --ckpt exports/scot-t --data data/ns-sines.zarr --mode mixed --jump 4 --bf16 true --out runs/rollout/mixed/rollout.zarr
     """
+    check_flags(split=split, steps=steps, mode=mode, jump=jump, stride=stride, start=start, history=history,
+                trajectories=trajectories, batch_size=batch_size, blowup_factor=blowup_factor,
+                correlation_threshold=correlation_threshold, splits=splits)
     if is_series_store(data):  # a forecasting model: roll its horizon forward over the series' windows
         if steps is None:
             raise DataError(f"{data} is a series store: give --steps (the forecast length to roll out to)")

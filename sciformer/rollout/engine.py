@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from sciformer.data.conventions import STATIC_ROLES
-from sciformer.errors import CheckpointError, DataError, SciformerError
+from sciformer.errors import CheckpointError, ConfigError, DataError, SciformerError
 from sciformer.rollout.guard import BlowupGuard
 from sciformer.rollout.layout import Layout
 from sciformer.rollout.plan import MODES, Plan, lead_times
@@ -133,7 +133,16 @@ def resolve_device(device: str = "auto") -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device {device!r}: not a device; use auto, cpu, cuda, cuda:1 or mps") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        found = f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else "no CUDA device"
+        raise ConfigError(f"--device {device}: this machine has {found}; use --device auto or cpu")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ConfigError(f"--device {device}: MPS is not available here; use --device auto or cpu")
+    return dev
 
 
 class RolloutEngine:

@@ -161,6 +161,19 @@ class BaseTask(L.LightningModule):
         theirs_cls = checkpoint.get("sciformer_task")
         if theirs_cls is not None and theirs_cls != type(self).__name__:
             raise CheckpointError(f"checkpoint is a {theirs_cls}, this run is a {type(self).__name__}")
+        ours_spec = self.hparams.get("data_spec") or {}
+        theirs_spec = checkpoint.get("hyper_parameters", {}).get("data_spec") or {}
+        for key in ("inputs", "outputs"):  # variables are matched by name, never by shape
+            if key in ours_spec and key in theirs_spec and list(ours_spec[key]) != list(theirs_spec[key]):
+                raise CheckpointError(
+                    f"checkpoint was trained with {key} {list(theirs_spec[key])} but this run's data has "
+                    f"{list(ours_spec[key])}; train on the same variables, or adapt it with `sciformer finetune`")
+        ours = self.state_dict()
+        shapes = [f"{k}: {tuple(v.shape)} vs {tuple(ours[k].shape)}" for k, v in checkpoint.get("state_dict", {}).items()
+                  if k in ours and hasattr(v, "shape") and tuple(v.shape) != tuple(ours[k].shape)]
+        if shapes:
+            raise CheckpointError(f"checkpoint weights do not fit this run's model (checkpoint vs run: {shapes[:3]}); "
+                                  "use the checkpoint's model and model_options, or `sciformer finetune` to adapt it")
         rng = checkpoint.get("sciformer_rng")
         if rng is not None:
             torch.set_rng_state(rng["torch"])

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from sciformer.adaptation import lr_patterns
-from sciformer.errors import DataError
+from sciformer.errors import ConfigError, DataError
 from sciformer.metrics.fields import GroupRelativeError, group_relative_error
 from sciformer.metrics.physics import VELOCITY_GROUPS
 from sciformer.tasks.base import BaseTask
@@ -64,7 +64,7 @@ class OperatorTask(BaseTask):
         lora_rank: int = 8,
     ):
         if loss not in ("rel_l1", "rel_l2", "mse"):
-            raise ValueError(f"loss must be rel_l1, rel_l2 or mse, not {loss!r}")
+            raise ConfigError(f"model.init_args.loss: {loss!r} is not a loss; use rel_l1, rel_l2 or mse")
         super().__init__(model, model_options, lr, weight_decay, betas, warmup_steps, min_lr_ratio,
                          lr_groups, data_spec, pretrained, finetune_mode, lora_rank)
         spec = data_spec or {}

@@ -117,6 +117,7 @@ def open_pdebench(path, channels: str | list[str] | None = None, bc: str | None 
     return ArraySource(path, specs, n, time, coords, attrs, keys=keys)
 
 
-def convert_pdebench(src: Path, out: Path, compressor: str | None = "lz4", **options) -> Path:
+def convert_pdebench(src: Path, out: Path, compressor: str | None = "lz4", *, channels: str | list[str] | None = None,
+                     bc: str | None = None) -> Path:
     """``sciformer data convert file.hdf5 OUT.zarr --from pdebench [--option channels=h]``."""
-    return convert(open_pdebench(src, **options), out, compressor=compressor)
+    return convert(open_pdebench(src, channels=channels, bc=bc), out, compressor=compressor)

@@ -103,6 +103,7 @@ def open_poseidon(path, channels: str | list[str] | None = None, bc: str | None 
     return ArraySource(path, specs, n, time, coords, attrs, stats=stats)
 
 
-def convert_poseidon(src: Path, out: Path, compressor: str | None = "lz4", **options) -> Path:
+def convert_poseidon(src: Path, out: Path, compressor: str | None = "lz4", *, channels: str | list[str] | None = None,
+                     bc: str | None = None, steady: bool | None = None) -> Path:
     """``sciformer data convert X.nc OUT.zarr --from poseidon [--option bc=periodic channels=u,v,tracer]``."""
-    return convert(open_poseidon(src, **options), out, compressor=compressor)
+    return convert(open_poseidon(src, channels=channels, bc=bc, steady=steady), out, compressor=compressor)

@@ -142,9 +142,17 @@ def convert(source: ArraySource, out: str | os.PathLike, compressor: str | None 
     remaining = [i for i in range(source.n_trajectories) if not w.is_done(i)]
     from rich.progress import Progress
 
-    with Progress(disable=not progress) as bar:
-        task = bar.add_task(f"converting {Path(source.path).name}", total=len(remaining))
-        for i in remaining:
-            w.write_trajectory(i, source.trajectory(i))
-            bar.advance(task)
-    return w.finalize()
+    from sciformer.io import DiskFullError
+
+    try:
+        with Progress(disable=not progress) as bar:
+            task = bar.add_task(f"converting {Path(source.path).name}", total=len(remaining))
+            for i in remaining:
+                w.write_trajectory(i, source.trajectory(i))
+                bar.advance(task)
+        return w.finalize()
+    except DiskFullError:
+        w.abort()  # a full disk leaves nothing partial behind
+        raise
+    finally:
+        w.release()

@@ -135,6 +135,6 @@ def open_well(path, stats: str | None = None, **_) -> ArraySource:
     return ArraySource(path, specs, n, time, coords, attrs_out, stats=out_stats if stats_ok else None)
 
 
-def convert_well(src: Path, out: Path, compressor: str | None = "lz4", **options) -> Path:
-    """``sciformer data convert file.hdf5 OUT.zarr --from well``."""
-    return convert(open_well(src, **options), out, compressor=compressor)
+def convert_well(src: Path, out: Path, compressor: str | None = "lz4", *, stats: str | None = None) -> Path:
+    """``sciformer data convert file.hdf5 OUT.zarr --from well [--option stats=stats.yaml]``."""
+    return convert(open_well(src, stats=stats), out, compressor=compressor)
