@@ -318,7 +318,8 @@ def test_bad_input(case: Case, fx, tmp_path):
         (tmp_path / "readonly").mkdir()
         (tmp_path / "readonly").chmod(0o555)
     argv = [_fill(a, fx, out) for a in case.argv]
-    env = {**os.environ, "PYTHONPATH": str(HELPERS), "SCIFORMER_DEBUG": "", "PYTHONWARNINGS": "ignore", **case.env}
+    env = {**os.environ, "PYTHONPATH": str(HELPERS), "SCIFORMER_DEBUG": "", "PYTHONWARNINGS": "ignore",
+           "OMP_NUM_THREADS": "1", **case.env}  # one thread: start-up and tiny models, not throughput
     r = subprocess.run([sys.executable, "-m", "sciformer.cli", *argv], cwd=tmp_path, env=env, capture_output=True,
                        text=True, timeout=300)
     both = r.stdout + r.stderr

@@ -145,3 +145,15 @@ def test_a_second_sweep_on_the_same_out_is_refused(tmp_path, pretrained_ckpt, ca
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_damaged_results_file_is_one_clear_error(tmp_path, pretrained_ckpt, capsys):
+    store = heat_store(tmp_path / "d.zarr", ["u", "v"], n=6, seed=0)
+    out = tmp_path / "ft"
+    out.mkdir()
+    (out / "results.json").write_text('{"cells": {"n=2/fine')
+    rc = cli.main(["finetune", "--ckpt", str(pretrained_ckpt), "--data", str(store), "--samples", "2",
+                   "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "results.json: not a readable sweep record" in err and "Traceback" not in err
+    assert (out / "results.json").read_text() == '{"cells": {"n=2/fine'  # left as it was

@@ -81,7 +81,7 @@ data:
 
 
 def config(run: Path, task: str, stores: dict, kill: bool = False) -> Path:
-    callbacks = "    - class_path: toy.KillAt\n      init_args: {step: %d}\n" % KILL if kill else ""
+    callbacks = f"    - class_path: toy.KillAt\n      init_args: {{step: {KILL}}}\n" if kill else ""
     cfg = run / f"{task}{'_kill' if kill else ''}.yaml"
     cfg.write_text(f"""
 seed_everything: 3
@@ -102,7 +102,8 @@ trainer:
 
 def fit(cfg: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "sciformer.cli", "fit", "-c", str(cfg), *extra], cwd=cfg.parent,
-                          env=ddp_env(PYTHONPATH=str(HELPERS)), capture_output=True, text=True, timeout=600)
+                          env=ddp_env(PYTHONPATH=str(HELPERS), OMP_NUM_THREADS="1"), capture_output=True, text=True,
+                          timeout=600)
 
 
 def train_losses(run: Path) -> dict[int, float]:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError
 
-from sciformer.errors import CheckpointError
+from sciformer.errors import CheckpointError, ConfigError
 from sciformer.metrics.forecast import MASE, QuantileCRPS, WeightedQuantileLoss, pinball_loss
 from sciformer.tasks.base import BaseTask
 
@@ -43,7 +43,7 @@ class ForecastTask(BaseTask):
                  data_spec: dict[str, Any] | None = None, pretrained: str | None = None,
                  finetune_mode: str = "full", lora_rank: int = 8):
         if schedule not in ("halving", "cosine"):
-            raise ValueError(f"schedule must be 'halving' or 'cosine', not {schedule!r}")
+            raise ConfigError(f"model.init_args.schedule={schedule!r}: use 'halving' or 'cosine'")
         super().__init__(model, model_options, lr, weight_decay, betas, warmup_steps, min_lr_ratio, lr_groups,
                          data_spec, pretrained, finetune_mode, lora_rank)
         self._check_windows()

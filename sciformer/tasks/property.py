@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from sciformer.errors import DataError
+from sciformer.errors import ConfigError, DataError
 from sciformer.tasks.base import BaseTask
 
 
@@ -25,7 +25,7 @@ class PropertyTask(BaseTask):
                  lr_groups: dict[str, float] | None = None, data_spec: dict[str, Any] | None = None,
                  pretrained: str | None = None, finetune_mode: str = "full", lora_rank: int = 8):
         if loss not in ("l1", "mse"):
-            raise DataError(f"loss must be 'l1' or 'mse', got {loss!r}")
+            raise ConfigError(f"model.init_args.loss={loss!r}: use 'l1' or 'mse'")
         super().__init__(model, model_options, lr, weight_decay, betas, warmup_steps, min_lr_ratio, lr_groups,
                          data_spec, pretrained, finetune_mode, lora_rank)
 
