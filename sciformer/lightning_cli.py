@@ -68,6 +68,8 @@ class SciformerCLI(LightningCLI):
         """Keep the run's own config: Lightning would let hyper-parameters stored in ``--ckpt_path`` override
         it (Lightning #20801). A checkpoint of another model is refused by ``BaseTask.on_load_checkpoint``.
         Here, before anything is built, a missing or unreadable ``--ckpt_path`` file is refused."""
+        if not self.config.get("subcommand"):  # run=False: nothing is fitted, no checkpoint to check
+            return
         check_ckpt_path(self.config[self.config.subcommand].get("ckpt_path"))
 
     def _run_subcommand(self, subcommand: str) -> None:
