@@ -43,13 +43,11 @@ def split_ids(n: int, split: str, splits: Sequence[float]) -> list[int]:
     return list(split_trajectories(n, tuple(splits))[names.index(split)])
 
 
-def rollout_fields(*, ckpt: Path, data: Path, split: str = "test", steps: int | None = None, mode: str = "ar",
-                   jump: int = 2, stride: int = 1, start: int = 0, history: int | None = None,
-                   trajectories: int | None = None, batch_size: int = 16, device: str = "auto", bf16: bool = False,
-                   compile: bool = False, blowup_factor: float = 10.0, correlation_threshold: float = 0.8,
-                   plot_steps: list[int] | None = None, pad_missing: bool = False,
-                   splits: tuple[float, float, float] = (0.8, 0.1, 0.1),
-                   out: Path = Path("runs/rollout/rollout.zarr")) -> Path:
+def rollout_fields(*, ckpt: Path, data: Path, split: str, steps: int | None, mode: str, jump: int, stride: int,
+                   start: int, history: int | None, trajectories: int | None, batch_size: int, device: str,
+                   bf16: bool, compile: bool, blowup_factor: float, correlation_threshold: float,
+                   plot_steps: list[int] | None, pad_missing: bool, splits: tuple[float, float, float],
+                   out: Path) -> Path:
     """Roll an operator checkpoint out over a field store's trajectories (the arguments of
     :func:`sciformer.rollout.command.rollout`); write OUT, summary.json and the plots; return OUT."""
     import zarr
