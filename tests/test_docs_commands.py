@@ -182,6 +182,12 @@ RULES: list[tuple[str, Plan]] = [
                             "8 min on the shared 2-core machine")),
     (r"sciformer rollout --ckpt ft\.ckpt --data wave\.zarr --mode ar\|direct\|mixed .*",
      Plan("run", ["--trajectories", "2", "--steps", "2", "--device", "cpu"], needs=["ft.ckpt", "wave.zarr"])),
+    # the real-data fine-tuning sweeps (minutes to an hour of CPU): the configs are instantiated by test_configs.py,
+    # the sweeps run at tiny size in test_finetune_kinds.py with the same flags
+    (r"sciformer fit -c configs/(timeseries/itransformer_pretrain_ett3|molecules/graph_carbon24_energy)\.yaml",
+     Plan("print_config", reason="CPU pretraining of 6-12 minutes on the real stores")),
+    (r"sciformer finetune --ckpt runs/(itransformer_pretrain_ett3|graph_carbon24_energy)/checkpoints/best\.ckpt .*",
+     Plan("covered", reason="tests/test_finetune_kinds.py")),  # the series and atom sweeps at tiny size
     # scripts: hours or GPUs
     (r"python benchmarks/itransformer_reproduce\.py .*", Plan("dry_run", reason="full ETTh1/Weather training runs (hours, or a GPU)")),
     (r"python benchmarks/scot_step\.py .*", Plan("dry_run", reason="CUDA benchmark")),
@@ -189,9 +195,9 @@ RULES: list[tuple[str, Plan]] = [
     (r"python benchmarks/rollout\.py --ckpt \.\.\. .*", Plan("dry_run", reason="benchmark of a trained scOT-T ('...' is the user's checkpoint)")),
     (r"python finetune/run_suite\.py .*", Plan("dry_run", reason="the CPU suite takes about an hour")),
     # usage lines with placeholders, bare mentions
-    (r"sciformer data convert FILE OUT\.zarr --from .*|sciformer data info STORE|sciformer convert poseidon DIR OUT"
+    (r"sciformer data convert FILE OUT\.zarr --from .*|sciformer data info (--verify )?STORE|sciformer convert poseidon DIR OUT"
      r"|sciformer sample --kind molecule\|crystal|sciformer fit -c CONFIG", Plan("synopsis")),
-    (r"sciformer (sample|quickstart|finetune|export|rollout|data build)", Plan("help")),
+    (r"sciformer (sample|quickstart|finetune|export|rollout|data build|fit)", Plan("help")),
 ]
 
 
@@ -526,7 +532,7 @@ def test_command_is_covered_elsewhere(cmd):
     words = shlex.split(cmd.text)
     if words[:2] == ["bash", "setup.sh"]:
         assert f"  {words[2]})" in (ROOT / "setup.sh").read_text(), f"setup.sh has no '{words[2]}' command"
-    else:
+    elif words[0] == "bash":
         assert (ROOT / words[1]).is_file()
 
 
