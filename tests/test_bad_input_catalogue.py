@@ -305,14 +305,17 @@ def _fill(text: str, fx: dict, out: Path | None) -> str:
     return text
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input(case: Case, fx, tmp_path):
+def _skip_reason(case: Case) -> str | None:
     import torch
 
     if case.skip == "cuda" and torch.cuda.is_available():
-        pytest.skip("this machine has CUDA")
+        return "this machine has CUDA"
     if case.skip == "root" and os.geteuid() == 0:
-        pytest.skip("root writes into read-only directories")
+        return "root writes into read-only directories"
+    return None
+
+
+def _run(case: Case, fx: dict, tmp_path: Path):
     out = tmp_path / case.out if case.out else None
     if case.skip == "root":
         (tmp_path / "readonly").mkdir()
@@ -322,6 +325,27 @@ def test_bad_input(case: Case, fx, tmp_path):
            "OMP_NUM_THREADS": "1", **case.env}  # one thread: start-up and tiny models, not throughput
     r = subprocess.run([sys.executable, "-m", "sciformer.cli", *argv], cwd=tmp_path, env=env, capture_output=True,
                        text=True, timeout=300)
+    return r, out
+
+
+@pytest.fixture(scope="module")
+def runs(fx, tmp_path_factory):
+    """Every case's command, two at a time: the cases are independent and mostly Python start-up, so the
+    catalogue takes about half the wall time of running them one by one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    todo = [c for c in CASES if _skip_reason(c) is None]
+    dirs = [tmp_path_factory.mktemp("case") for _ in todo]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip((c.id for c in todo), pool.map(lambda c, d: _run(c, fx, d), todo, dirs)))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, fx, runs):
+    reason = _skip_reason(case)
+    if reason:
+        pytest.skip(reason)
+    r, out = runs[case.id]
     both = r.stdout + r.stderr
     assert r.returncode == 1, f"exit {r.returncode}:\n{both[-3000:]}"
     assert "Traceback" not in both, both[-3000:]
