@@ -158,13 +158,17 @@ def test_kill_and_resume_gives_the_same_losses(task, stores, autoencoder, tmp_pa
     paths = {**stores, "autoencoder": autoencoder if task == "latent-flow" else None}
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir(), b.mkdir()
-    r = fit(config(a, task, paths))
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:  # the uninterrupted run and the killed one are independent processes
+        uninterrupted = pool.submit(fit, config(a, task, paths))
+        killed = pool.submit(fit, config(b, task, paths, kill=True))
+        r, k = uninterrupted.result(), killed.result()
     assert r.returncode == 0, r.stderr[-3000:]
     reference = train_losses(a)
     assert sorted(reference) == list(range(STEPS)), reference
 
-    r = fit(config(b, task, paths, kill=True))
-    assert r.returncode == -9, r.stderr[-3000:]  # SIGKILL mid-epoch: a crash, not a clean exit
+    assert k.returncode == -9, k.stderr[-3000:]  # SIGKILL mid-epoch: a crash, not a clean exit
     assert torch.load(b / "ckpt" / "last.ckpt", weights_only=True)["global_step"] == RESUME
     for f in (b / "runs").glob("lightning_logs/version_*/metrics.csv"):
         f.unlink()  # keep only what the resumed run logs
