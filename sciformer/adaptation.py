@@ -11,7 +11,6 @@ slice by slice, or re-initialised. Normalisation statistics travel with the chec
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 import torch
@@ -142,7 +141,3 @@ def lr_patterns(model: nn.Module, rates: dict[str, float | None]) -> dict[str, f
     groups = spec_of(model).lr_groups
     return {groups[g]: lr for g, lr in rates.items() if lr is not None and g in groups}
 
-
-def parameter_names(model: nn.Module, pattern: str) -> list[str]:
-    """Names of the parameters a spec pattern selects (for reports and tests)."""
-    return [n for n, _ in model.named_parameters() if re.search(pattern, n)]

@@ -63,7 +63,7 @@ def run_cell(ckpt: Path, data: Path, n: int, kind: str, seed: int, cfg: SweepCon
     else:  # "scratch": the checkpoint's fresh twin
         name, arch = ck.twin()
         task = PropertyTask(model=name, model_options=arch, lr=cfg.scratch_lr, data_spec=dm.spec)
-    _, m = train_and_test(task, dm, cfg, workdir / cell_key(n, kind, seed), test_loader)
+    m = train_and_test(task, dm, cfg, workdir / cell_key(n, kind, seed), test_loader)
     return {"test/mae": m[f"test/mae_{prop}"], "test/rmse": math.sqrt(m[f"test/mse_{prop}"])}
 
 

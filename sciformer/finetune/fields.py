@@ -34,7 +34,7 @@ def run_cell(ckpt: Path, data: Path, n: int, kind: str, seed: int, cfg: SweepCon
         task = OperatorTask(model=name, model_options=arch, lr=cfg.scratch_lr, loss=cfg.loss, data_spec=dm.spec)
     else:  # "fno" (SweepConfig refuses other names)
         task = OperatorTask(model=cfg.fno_model, lr=cfg.scratch_lr, loss=cfg.loss, data_spec=dm.spec)
-    trainer, metrics = train_and_test(task, dm, cfg, workdir / cell_key(n, kind, seed), gradient_clip_val=5.0)
+    metrics = train_and_test(task, dm, cfg, workdir / cell_key(n, kind, seed), gradient_clip_val=5.0)
     return metrics | physics_metrics(task.model, dm, data)
 
 

@@ -90,7 +90,7 @@ def run_cell(ckpt: Path, data: Path, n: int, kind: str, seed: int, cfg: SweepCon
         name, arch = ck.twin()
         task = ForecastTask(model=name, model_options=arch, lr=cfg.scratch_lr, mase_seasonality=cfg.seasonality,
                             data_spec=dm.spec)
-    _, metrics = train_and_test(task, dm, cfg, workdir / cell_key(n, kind, seed))
+    metrics = train_and_test(task, dm, cfg, workdir / cell_key(n, kind, seed))
     return {k: v for k, v in metrics.items() if k.startswith("test/")}
 
 

@@ -10,7 +10,7 @@ from sciformer.finetune.config import SweepConfig
 
 def train_and_test(task, dm, cfg: SweepConfig, celldir: Path, test_loader: Any = None, **trainer_options):
     """Fit ``task`` for ``cfg.epochs`` on ``dm``, test it (on ``test_loader`` if given, else the data module's
-    test split), keep the weights as ``celldir/model.ckpt`` (for rollout and export); returns (trainer, metrics)."""
+    test split), keep the weights as ``celldir/model.ckpt`` (for rollout and export); returns the test metrics."""
     import lightning as L
     from lightning.pytorch.loggers import CSVLogger
 
@@ -27,4 +27,4 @@ def train_and_test(task, dm, cfg: SweepConfig, celldir: Path, test_loader: Any =
         metrics = trainer.test(task, dataloaders=test_loader, verbose=False)[0]
     with atomic_path(celldir / "model.ckpt") as tmp:
         trainer.save_checkpoint(tmp, weights_only=True)
-    return trainer, {k: float(v) for k, v in metrics.items()}
+    return {k: float(v) for k, v in metrics.items()}
