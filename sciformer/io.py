@@ -120,7 +120,7 @@ class ExclusiveLock:
             except BlockingIOError:  # another process holds it right now
                 os.close(fd)
                 time.sleep(0.01)  # let a writer that has just created the file write its pid
-                self._refuse(_read_holder(self.path), live=True)
+                self._refuse(_read_holder(self.path))
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:
@@ -142,7 +142,7 @@ class ExclusiveLock:
         me = socket.gethostname()
         if isinstance(pid, int) and pid != os.getpid():
             if host != me or _pid_alive(pid):
-                self._refuse(holder, live=True)
+                self._refuse(holder)
             log.warning("%s: taking over the stale lock %s of pid %d on %s (no longer running)",
                         self.target, self.path, pid, host)
         elif holder and not isinstance(pid, int):
@@ -159,7 +159,7 @@ class ExclusiveLock:
                 raise disk_full_error(self.target, e) from None
             raise
 
-    def _refuse(self, holder: dict, live: bool) -> None:
+    def _refuse(self, holder: dict) -> None:
         pid, host = holder.get("pid", "?"), holder.get("host", "?")
         since = f" since {holder['since']}" if holder.get("since") else ""
         raise LockedError(f"{self.target}: another writer holds it (pid {pid} on {host}{since}; lock file "

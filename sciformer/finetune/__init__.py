@@ -7,6 +7,6 @@ Adapting a checkpoint to new variables lives below the tasks, in ``sciformer.ada
 from sciformer.finetune.config import SweepConfig, SweepKind
 from sciformer.finetune.fields import METRIC
 from sciformer.finetune.gains import accuracy_gain, efficiency_gain
-from sciformer.finetune.sample_sweep import BASELINES, KINDS, sweep
+from sciformer.finetune.sample_sweep import KINDS, sweep
 
-__all__ = ["BASELINES", "KINDS", "METRIC", "SweepConfig", "SweepKind", "accuracy_gain", "efficiency_gain", "sweep"]
+__all__ = ["KINDS", "METRIC", "SweepConfig", "SweepKind", "accuracy_gain", "efficiency_gain", "sweep"]

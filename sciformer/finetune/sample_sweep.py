@@ -18,7 +18,6 @@ from sciformer.finetune.config import SweepConfig, SweepKind
 from sciformer.finetune.report import cell_key, summarise, write_report
 
 KINDS: dict[str, SweepKind] = {k.layout: k for k in (fields.KIND, series.KIND, atoms.KIND)}
-BASELINES = tuple(dict.fromkeys(b for k in KINDS.values() for b in k.baselines))
 
 # Settings a resumed sweep may change (they add cells); every other one changes what a finished cell means.
 EXTENDABLE = ("samples", "seeds", "baselines", "num_workers")

@@ -54,8 +54,6 @@ def rollout_series(ckpt: str | os.PathLike, data: str | os.PathLike, length: int
     from sciformer.io import write_json
 
     model, spec = load_model(ckpt, kind="series")
-    if spec.get("layout") not in (None, "series"):
-        raise DataError(f"{ckpt}: trained on {spec.get('layout')!r} data, not series")
     store = SeriesStore(data)
     L, H = model.config.seq_len, model.config.pred_len
     values = torch.from_numpy(store.standardised())
