@@ -42,7 +42,7 @@ setup() {
       pip install torch --index-url https://download.pytorch.org/whl/cpu
     fi
   fi
-  local extras="${SCIFORMER_EXTRAS:-dev,mol,fno}"
+  local extras="${SCIFORMER_EXTRAS:-dev,mol,fno,onnx}"
   if ! python -c "import sciformer" 2>/dev/null || [ "${SCIFORMER_REINSTALL:-0}" = 1 ] \
      || [ pyproject.toml -nt "$venv/.sciformer-installed" ]; then
     echo "[setup] installing sciformer[$extras] (editable)"
