@@ -49,6 +49,11 @@ setup() {
     pip install -e ".[$extras]"
     touch "$venv/.sciformer-installed"
   fi
+  # The Well's own reader, the reference of our Well reader's tests (dev only). Without its dependencies: it pins
+  # fsspec==2024.10.0, which would break zarr's fsspec URLs; its other needs (h5py, einops, yaml) are installed.
+  if [[ ",$extras," == *",dev,"* ]] && ! python -c "import the_well" 2>/dev/null; then
+    pip install --no-deps "the-well>=1.1"
+  fi
 }
 
 case "$what" in
