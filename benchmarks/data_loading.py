@@ -10,12 +10,17 @@ the same batches ({x, y, t, mask}) through torch's DataLoader:
 - ``zarr via zarr-python``: the same store read through ``zarr.Array.__getitem__`` (fast path off);
 - ``netcdf h5py``: ``data`` [N, T, 4, 128, 128] (Poseidon's CE layout, written by netCDF4, contiguous); each
   pair reads ``data[i, t1, 0:4]`` and ``data[i, t2, 0:4]`` as Poseidon's dataset classes do.
+- ``well directory (lazy h5py)``: the same fields as a Well dataset directory (``data/train/*.hdf5``, 4 files,
+  The Well's layout: ``t0_fields/{rho,p}`` [B, T, X, Y], ``t1_fields/velocity`` [B, T, X, Y, 2], contiguous
+  float32 as h5py writes them; ``stats.yaml``) named directly as FieldDataModule's store, against
+  ``zarr converted from it``: the store ``convert_well_directory`` writes from that directory (blosc-lz4).
 
 Files are freshly written, so reads come from the page cache (this measures decode + copy + normalise, not
 the disk). Prints a table and writes JSON.
 
     python benchmarks/data_loading.py --json runs/bench/data_loading.json
     python benchmarks/data_loading.py --trajectories 8 --batches 20     # quicker
+    python benchmarks/data_loading.py --only well                        # the Well directory vs its zarr store
 """
 
 from __future__ import annotations
@@ -38,6 +43,44 @@ from sciformer.data.samplers import PairIndex, all2all_pairs, collate, snapshot_
 from sciformer.data.store import write_store
 
 VARS = ["rho", "u", "v", "p"]
+WELL_FILES = 4
+
+
+def write_well_directory(root: Path, data: np.ndarray, coords: dict) -> Path:
+    """``data`` [n, t, 4 (rho, u, v, p), X, Y] as a Well dataset directory with WELL_FILES train files."""
+    import h5py
+    import yaml
+
+    n, t = data.shape[:2]
+    chunks = np.array_split(np.arange(n), WELL_FILES)
+    for k, idx in enumerate(chunks):
+        path = root / "data" / "train" / f"bench_{k:02d}.hdf5"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with h5py.File(path, "w") as f:
+            f.attrs.update({"dataset_name": "bench", "grid_type": "cartesian", "n_spatial_dims": 2,
+                            "n_trajectories": len(idx), "simulation_parameters": []})
+            d = f.create_group("dimensions")
+            d.attrs["spatial_dims"] = ["x", "y"]
+            d.create_dataset("time", data=np.arange(t, dtype=float)).attrs["sample_varying"] = False
+            for a, c in coords.items():
+                d.create_dataset(a, data=c).attrs.update({"sample_varying": False, "time_varying": False})
+            f.create_group("boundary_conditions")
+            f.create_group("scalars").attrs["field_names"] = []
+            fields = {0: {"rho": data[idx, :, 0], "p": data[idx, :, 3]},
+                      1: {"velocity": np.stack([data[idx, :, 1], data[idx, :, 2]], axis=-1)}, 2: {}}
+            for order, group in fields.items():
+                g = f.create_group(f"t{order}_fields")
+                g.attrs["field_names"] = list(group)
+                for name, arr in group.items():
+                    g.create_dataset(name, data=arr).attrs.update(
+                        {"dim_varying": [True, True], "sample_varying": True, "time_varying": True})
+    a = data.astype(np.float64)
+    stats = {"mean": {"rho": float(a[:, :, 0].mean()), "p": float(a[:, :, 3].mean()),
+                      "velocity": [float(a[:, :, 1].mean()), float(a[:, :, 2].mean())]},
+             "std": {"rho": float(a[:, :, 0].std()), "p": float(a[:, :, 3].std()),
+                     "velocity": [float(a[:, :, 1].std()), float(a[:, :, 2].std())]}}
+    (root / "stats.yaml").write_text(yaml.safe_dump(stats))
+    return root
 
 
 def make_fields(n: int, t: int, res: int, seed: int = 0) -> np.ndarray:
@@ -108,6 +151,7 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3, help="interleaved repetitions; the table shows the median")
     p.add_argument("--dir", type=Path, default=None, help="where to write the stores (default: a temp dir)")
     p.add_argument("--json", type=Path, default=Path("runs/bench/data_loading.json"))
+    p.add_argument("--only", choices=["well"], default=None, help="time only the Well directory and its zarr store")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     root = Path(tempfile.mkdtemp(prefix="sciformer-bench-", dir=args.dir))
@@ -131,6 +175,13 @@ def main(argv=None):
                 f.createDimension(d, m)
             f.createVariable("data", "f4", ("member", "time", "channel", "x", "y"), contiguous=True)[...] = data
         sizes["netcdf"] = nc.stat().st_size
+        from sciformer.data.formats.well_collection import convert_well_directory
+
+        well = write_well_directory(root / "well", data, coords)
+        sizes["well"] = sum(f.stat().st_size for f in (well / "data").rglob("*.hdf5"))
+        convert_well_directory(well, root / "well.zarr", split="train")
+        sizes["well.zarr"] = sum(f.stat().st_size for f in (root / "well.zarr").rglob("*") if f.is_file())
+        well_dm = FieldDataModule([str(well)], batch_size=args.batch_size)
 
         dm = FieldDataModule([str(root / "zstd.zarr")], splits=(1.0, 0.0, 0.0), batch_size=args.batch_size)
         mean = np.array([dm.stats[v]["mean"] for v in VARS], np.float32)
@@ -149,12 +200,24 @@ def main(argv=None):
             "zarr (raw)": lambda: zarr_ds("raw.zarr"),
             "zarr (zstd) via zarr-python": lambda: zarr_ds("zstd.zarr", fast=False),
             "netcdf h5py per sample": lambda: H5Pairs(str(nc), n, t, mean, std),
+            "well directory (lazy h5py)": lambda: FieldDataModule([str(well)]).dataset("train"),
+            "zarr converted from it": lambda: FieldDataModule([str(root / "well.zarr")], splits=(1.0, 0.0, 0.0),
+                                                              stats=well_dm.stats).dataset("train"),
         }
         # same batch content across paths (normalised pair 0 of trajectory 0, lead time 0)
         ref = paths["netcdf h5py per sample"]()[5]
+        well_names = ("well directory (lazy h5py)", "zarr converted from it")
         for name, make in paths.items():
+            if name in well_names:
+                continue
             item = make()[5]
             assert torch.allclose(item["y"], ref["y"], atol=1e-4), name
+        # the Well directory and its converted store serve identical batches (channels rho, p, velocity_x/y)
+        for k in (0, 5, len(paths[well_names[0]]()) - 1):
+            a, b = paths[well_names[0]]()[k], paths[well_names[1]]()[k]
+            assert all(torch.equal(a[key], b[key]) for key in a), k
+        if args.only == "well":
+            paths = {k: v for k, v in paths.items() if k in well_names}
         load = os.getloadavg()
         print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}  (cpus: {os.cpu_count()})")
         runs: dict[tuple[str, int], list[float]] = {(n_, w): [] for n_ in paths for w in args.workers}
@@ -170,7 +233,8 @@ def main(argv=None):
         print("| path | bytes on disk | " + " | ".join(f"pairs/s, {w} workers" for w in args.workers) + " |")
         print("|---|---|" + "---|" * len(args.workers))
         disk = {"zarr (blosc-lz4)": sizes["lz4"], "zarr (zstd)": sizes["zstd"], "zarr (raw)": sizes["raw"], "zarr (zstd) via zarr-python": sizes["zstd"],
-                "netcdf h5py per sample": sizes["netcdf"]}
+                "netcdf h5py per sample": sizes["netcdf"], "well directory (lazy h5py)": sizes["well"],
+                "zarr converted from it": sizes["well.zarr"]}
         for name in paths:
             cells = [f"{np.median(runs[(name, w)]):.0f} ({min(runs[(name, w)]):.0f}–{max(runs[(name, w)]):.0f})"
                      for w in args.workers]

@@ -34,32 +34,42 @@ NO_KERNEL = {"_unsafe_view", "_reshape_alias", "empty", "empty_like", "empty_str
              "new_empty_strided", "lift_fresh"}
 
 
-def count_ops(fn) -> tuple[int, int]:
-    """(aten ops that launch a kernel, all aten ops) of one call of ``fn``."""
+# ops that make the host wait for the device: reading a value (.item(), bool(), Python control flow on a tensor),
+# data-dependent output sizes; copies from an accelerator to the CPU are counted apart (by device)
+SYNC_OPS = {"_local_scalar_dense", "item", "is_nonzero", "equal", "nonzero", "nonzero_static", "masked_select",
+            "unique", "_unique", "_unique2", "unique_consecutive", "unique_dim", "bincount", "repeat_interleave",
+            "allclose"}
+
+
+def count_ops(fn) -> tuple[int, int, int]:
+    """(aten ops that launch a kernel, all aten ops, host syncs) of one call of ``fn``."""
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class Count(TorchDispatchMode):
         def __init__(self):
             super().__init__()
-            self.launching = self.total = 0
+            self.launching = self.total = self.syncs = 0
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.overloadpacket.__name__
             self.total += 1
-            self.launching += not (func.is_view or torch.Tag.inplace_view in func.tags
-                                   or func.overloadpacket.__name__ in NO_KERNEL)
+            self.launching += not (func.is_view or torch.Tag.inplace_view in func.tags or name in NO_KERNEL)
+            to_cpu = (name == "_to_copy" and isinstance(args[0], torch.Tensor) and args[0].device.type != "cpu"
+                      and str((kwargs or {}).get("device", "")).startswith("cpu"))
+            self.syncs += name in SYNC_OPS or to_cpu
             return func(*args, **(kwargs or {}))
 
     with Count() as c:
         fn()
-    return c.launching, c.total
+    return c.launching, c.total, c.syncs
 
 
 def one(name: str, batch: int, res: int, precision: str, steps: int, threads: int, device: str) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from sciformer import models
+    from sciformer import kernels, models
     from sciformer.tasks.operator import group_relative_error
 
     torch.set_num_threads(threads)
@@ -81,10 +91,11 @@ def one(name: str, batch: int, res: int, precision: str, steps: int, threads: in
         if device == "cuda":
             torch.cuda.synchronize()
 
-    with FlopCounterMode(display=False) as fc:
+    # FLOPs of the same math through the reference path (FlopCounterMode does not see oneDNN's linear op)
+    with kernels.use("reference"), FlopCounterMode(display=False) as fc:
         step()
     flops = fc.get_total_flops()
-    launching, total = count_ops(step)
+    launching, total, syncs = count_ops(step)
     times, cpu = [], []
     for i in range(2 + steps):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -100,7 +111,7 @@ def one(name: str, batch: int, res: int, precision: str, steps: int, threads: in
             "cpu_s": statistics.median(cpu), "steps": steps,
             "gflop_per_step": flops / 1e9, "achieved_gflops": flops / med / 1e9,
             "tokens_per_s": batch * (res // 4) ** 2 / med, "peak_memory_gib": peak / 2**30,
-            "aten_ops_per_step": launching, "aten_ops_all": total,
+            "aten_ops_per_step": launching, "aten_ops_all": total, "host_syncs_per_step": syncs,
             "params": sum(p.numel() for p in model.parameters())}
 
 
@@ -174,11 +185,11 @@ def main() -> None:
     load = os.getloadavg()
     print(f"scOT fwd+bwd ({a.device}, {a.threads} threads; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})")
     print(f"{'model':8} {'batch':>5} {'prec':>5} {'median s':>9} {'min s':>7} {'GFLOP':>7} {'GFLOP/s':>8} "
-          f"{'tokens/s':>9} {'peak GiB':>8} {'CPU s':>6} {'ops/step':>8}" + ("  MFU" if a.device == "cuda" else ""))
+          f"{'tokens/s':>9} {'peak GiB':>8} {'CPU s':>6} {'ops/step':>8} {'syncs/step':>10}" + ("  MFU" if a.device == "cuda" else ""))
     for r in rows:
         print(f"{r['model']:8} {r['batch']:>5} {r['precision']:>5} {r['median_s']:>9.3f} {r['min_s']:>7.3f} "
               f"{r['gflop_per_step']:>7.1f} {r['achieved_gflops']:>8.1f} {r['tokens_per_s']:>9.0f} "
-              f"{r['peak_memory_gib']:>8.2f} {r['cpu_s']:>6.2f} {r['aten_ops_per_step']:>8}" + (f"  {r['mfu']:.1%}" if a.device == "cuda" else ""))
+              f"{r['peak_memory_gib']:>8.2f} {r['cpu_s']:>6.2f} {r['aten_ops_per_step']:>8} {r['host_syncs_per_step']:>10}" + (f"  {r['mfu']:.1%}" if a.device == "cuda" else ""))
     if a.device == "cpu":
         print(f"upstream Poseidon scOT-T (fp32, batch 4, 128², 2 threads, idle): "
               f"{UPSTREAM_T_S[0]:.2f}-{UPSTREAM_T_S[1]:.2f} s/step (1.2-1.3 CPU s); target <= 0.40 s")

@@ -1,12 +1,12 @@
 """The one place that reads saved models, whatever wrote them, and rebuilds them.
 
 Sources: a Lightning training checkpoint (``.ckpt``, read with ``weights_only=True``), an export directory
-(``sciformer export``: ``model.safetensors`` + ``config.json``) and a converted Poseidon directory
-(``sciformer convert poseidon``: an export whose ``config.json`` names its upstream source). ``read`` gives a
-``Checkpoint``: the model's class, config, weights and the data spec it was trained on, from which it builds
-the trained model (``build``, LoRA updates merged) or a *fresh twin* of the same architecture (``fresh_twin``:
-the scratch baseline of any source). Every command reads checkpoints here, so every command fails the same
-way: one ``CheckpointError`` naming the file and what to do.
+(``sciformer export``: ``model.safetensors`` + ``config.json``; local, or ``hf://org/name`` on the Hub) and a
+converted Poseidon directory (``sciformer convert poseidon``: an export whose ``config.json`` names its upstream
+source). ``read`` gives a ``Checkpoint``: the model's class, config, weights and the data spec it was trained
+on, from which it builds the trained model (``build``, LoRA updates merged) or a *fresh twin* of the same
+architecture (``fresh_twin``: the scratch baseline of any source). Every command reads checkpoints here, so
+every command fails the same way: one ``CheckpointError`` naming the file and what to do.
 """
 
 from __future__ import annotations
@@ -108,9 +108,16 @@ class Checkpoint:
 
 
 def read(path: str | os.PathLike, kind: str | None = None) -> Checkpoint:
-    """Read any checkpoint source; ``kind`` ("operator", "series", ...) refuses a model of another kind."""
+    """Read any checkpoint source; ``kind`` ("operator", "series", ...) refuses a model of another kind.
+    ``hf://org/name[@revision]`` is an export on the Hugging Face Hub, fetched into its cache (``sciformer.hub``)."""
+    if str(path).startswith("hf:/"):  # "hf://" (a Path collapses it to "hf:/")
+        from sciformer import hub
+
+        path = hub.resolve(str(path))
     p = Path(path)
-    if p.is_dir():
+    if p.is_dir() and (p / "meta.pt").is_file():  # a sharded (FSDP2) Lightning checkpoint: a DCP directory
+        ck = _read_lightning(p, _read_sharded(p))
+    elif p.is_dir():
         ck = _read_export(p)
     elif p.is_file():
         ck = _read_lightning(p)
@@ -130,9 +137,27 @@ def load_model(path: str | os.PathLike, kind: str | None = None) -> tuple[nn.Mod
     return ck.build(), dict(ck.data_spec)
 
 
-def _read_lightning(path: Path) -> Checkpoint:
+def _read_sharded(path: Path) -> dict[str, Any]:
+    """The full checkpoint of a sharded one (``ModelParallelStrategy``): ``meta.pt`` (everything but the tensors)
+    plus the model's state dict gathered from the DCP shards, in this process (the optimizer state is not read)."""
+    import warnings
+
+    from torch.distributed.checkpoint.state_dict_loader import _load_state_dict_from_keys
+
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
+        raw = torch.load(path / "meta.pt", map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+            warnings.simplefilter("ignore", UserWarning)
+            raw["state_dict"] = _load_state_dict_from_keys("state_dict", checkpoint_id=path)["state_dict"]
+    except Exception as e:  # a missing shard, a truncated file
+        raise CheckpointError(f"{path}: cannot read this sharded checkpoint ({type(e).__name__}: {str(e)[:160]}); "
+                              "it is incomplete or corrupt: use another checkpoint of the run") from None
+    return raw
+
+
+def _read_lightning(path: Path, raw: dict[str, Any] | None = None) -> Checkpoint:
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True) if raw is None else raw
     except Exception as e:  # truncated zip, pickle of code, not a torch file at all
         raise CheckpointError(f"{path}: cannot read this checkpoint ({type(e).__name__}: {str(e)[:160]}); "
                               "it is corrupt, truncated or not a PyTorch file") from None

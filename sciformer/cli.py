@@ -96,6 +96,17 @@ def merge_list_flags(fn: Callable, argv: list[str]) -> list[str]:
     return rest + [a for name, vals in values.items() for a in (f"--{name}", "[" + ",".join(vals) + "]")]
 
 
+def bare_bool_flags(fn: Callable, argv: list[str]) -> list[str]:
+    """A ``bool`` flag given alone (``--onnx``, at the end or before another flag) means ``--onnx true``."""
+    bools = {k for k, v in typing.get_type_hints(fn).items() if v is bool}
+    out = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        if arg.startswith("--") and arg[2:] in bools and (i + 1 == len(argv) or argv[i + 1].startswith("--")):
+            out.append("true")
+    return out
+
+
 def _run_function(name: str, argv: list[str]) -> None:
     import argparse
 
@@ -110,8 +121,8 @@ def _run_function(name: str, argv: list[str]) -> None:
     if list(inspect.signature(fn).parameters) == ["argv"]:
         fn(argv)
         return
-    CLI(fn, args=merge_list_flags(fn, argv), prog=f"sciformer {name}", as_positional=True, fail_untyped=True,
-        epilog=_examples(fn), formatter_class=Formatter)
+    CLI(fn, args=merge_list_flags(fn, bare_bool_flags(fn, argv)), prog=f"sciformer {name}", as_positional=True,
+        fail_untyped=True, epilog=_examples(fn), formatter_class=Formatter)
 
 
 def main(argv: list[str] | None = None) -> int:

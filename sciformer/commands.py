@@ -6,23 +6,53 @@ import platform
 from pathlib import Path
 
 
-def export(ckpt: Path, out: Path) -> None:
-    """Write a trained model as ``OUT/model.safetensors`` + ``OUT/config.json``.
+def export(ckpt: str, out: Path, *, push: str | None = None, onnx: bool = False, opset: int | None = None,
+           results: list[Path] | None = None, license: str | None = None, private: bool = False,
+           revision: str | None = None) -> None:
+    """Write a trained model as a Hub-ready folder: model.safetensors, config.json and a README.md model card.
 
     The normalisation statistics and variable names of the training data go into config.json, so
-    ``sciformer.models.load(OUT)`` gives a model that knows its inputs.
+    ``sciformer.models.load(OUT)`` gives a model that knows its inputs. The model card is generated from what
+    the checkpoint and its run recorded (config, hyper-parameters, data spec, the run's logged metrics and the
+    --results files); anything absent is written as "not recorded".
 
     Example:
         sciformer export runs/lightning_logs/version_0/checkpoints/last.ckpt exports/scot-tiny
+        sciformer export runs/lightning_logs/version_0/checkpoints/last.ckpt exports/scot-tiny --results runs/ft-wave/results.json
+        sciformer export runs/lightning_logs/version_0/checkpoints/last.ckpt exports/scot-tiny --push my-org/scot-tiny
+        sciformer export exports/scot-tiny exports/scot-tiny-onnx --onnx
 
     Args:
-        ckpt: a Lightning checkpoint written by `sciformer fit`.
+        ckpt: a Lightning checkpoint written by `sciformer fit`, an export/convert directory, or hf://org/name.
         out: directory to write (replaced atomically if it exists).
+        push: upload the folder to this Hugging Face Hub model repo (org/name; created if missing; needs a token
+            from `hf auth login` or HF_TOKEN).
+        onnx: also write OUT/model.onnx (needs the onnx extra: pip install 'sciformer[onnx]').
+        opset: with --onnx: the ONNX opset (default: the exporter's).
+        results: result files whose metrics go into the model card: a `sciformer finetune` results.json, a
+            `sciformer rollout` summary.json; --results a.json,b.json.
+        license: the card's licence (a Hub licence id such as apache-2.0; default: sciformer's own for models
+            trained with it, "other" for converted checkpoints).
+        private: with --push: create the repo private.
+        revision: with --push: the branch to commit to (default main).
     """
+    from sciformer import model_card
     from sciformer.checkpoints import export_checkpoint
 
+    for r in results or []:  # a bad results file fails before anything is written
+        model_card.result_metrics(r)
     path = export_checkpoint(ckpt, out)
-    print(f"exported {ckpt} -> {path}")
+    card = model_card.write(ckpt, path, results=results, license=license, repo_id=push)
+    print(f"exported {ckpt} -> {path} (model card: {card})")
+    if onnx:
+        from sciformer.onnx_export import export_onnx
+
+        print(f"onnx: {export_onnx(path) if opset is None else export_onnx(path, opset=opset)}")
+    if push:
+        from sciformer import hub
+
+        url = hub.push(path, push, private=private or None, revision=revision)
+        print(f"pushed {path} -> https://huggingface.co/{hub.parse(push).repo_id} ({url})")
 
 
 def info() -> None:
@@ -69,6 +99,7 @@ def finetune(
     seasonality: int | None = None,
     properties: list[str] | None = None,
     test_data: Path | None = None,
+    logger: str = "none",
     out: Path = Path("runs/finetune"),
 ) -> None:
     """Fine-tune a pretrained checkpoint on N samples of a store, for several N, against baselines.
@@ -110,16 +141,27 @@ def finetune(
             sub-daily data, 7 for daily).
         properties: atoms: the property to fine-tune on (default: the one the checkpoint was trained on).
         test_data: atoms: a separate test store (default: the held-out 10 % of --data).
+        logger: none | tensorboard (events in OUT/tensorboard) | wandb (offline unless WANDB_MODE says
+            otherwise, in OUT/wandb): the plots also go there as images and the tables as tables.
         out: output directory.
     """
+    from sciformer import loggers
     from sciformer.finetune import SweepConfig, sweep
+    from sciformer.finetune.report import log_outputs
+
+    loggers.check(logger)
 
     cfg = SweepConfig(samples=samples or [8, 32], baselines=baseline, seeds=seeds or [0], epochs=epochs,
                       batch_size=batch_size, mode=mode, lr=lr, lr_embedding_recovery=lr_embedding_recovery,
                       lr_time_embedding=lr_time_embedding, scratch_lr=scratch_lr, precision=precision,
                       num_workers=num_workers, fno_model=fno_model, time_stride=time_stride, seasonality=seasonality,
                       properties=properties, test_data=str(test_data) if test_data else None)
-    sweep(ckpt, data, cfg, out)
+    summary = sweep(ckpt, data, cfg, out)
+    if (log := loggers.open_logger(logger, out, f"finetune {out.name}")) is not None:
+        try:
+            log_outputs(log, out, summary, cfg)
+        finally:
+            log.close()
     print((out / "report.md").read_text())
     print(f"results: {out / 'results.json'}  report: {out / 'report.md'}  plot: {out / 'error_vs_samples.png'}")
 

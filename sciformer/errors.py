@@ -13,5 +13,9 @@ class CheckpointError(SciformerError):
     """A checkpoint that cannot be used as asked (other model, other channels, unexpected keys)."""
 
 
+class ExportError(CheckpointError):
+    """A model that cannot be exported to ONNX: names the family or operator and why."""
+
+
 class ConfigError(SciformerError, ValueError):
     """A config field or flag with a value that cannot work: names the field or flag and the valid values."""

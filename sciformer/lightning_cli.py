@@ -22,6 +22,8 @@ def check_ckpt_path(ckpt_path) -> None:
     if not ckpt_path or "://" in str(ckpt_path) or str(ckpt_path).split(":")[0] in SPECIAL_CKPT_PATHS:
         return
     path = Path(ckpt_path)
+    if path.is_dir() and (path / "meta.pt").is_file():  # a sharded checkpoint (ModelParallelStrategy): resumable
+        return
     if path.is_dir():
         raise CheckpointError(f"--ckpt_path {path}: a directory; give the .ckpt file written by `sciformer fit` "
                               "(an export directory is for `sciformer finetune`/`rollout`, not for resuming)")

@@ -172,6 +172,12 @@ RULES: list[tuple[str, Plan]] = [
      Plan("run", [*TRAINER_TINY, "--model.init_args.model", "adit-vae-tiny", "--data.init_args.batch_size", "4"])),
     # GPU / DDP / cluster
     (r"sciformer fit -c configs/pretrain/scot_t_ns\.yaml", Plan("print_config", reason="scOT-T, DDP, bf16, 128²: GPUs")),
+    (r"sciformer fit -c configs/pretrain/scot_t_ns\.yaml --model\.init_args\.compile model --model\.init_args\.cudagraphs true",
+     Plan("print_config", reason="CUDA graphs need a GPU")),
+    (r"sciformer fit -c configs/pretrain/scot_b_fsdp\.yaml", Plan("print_config", reason="scOT-B, FSDP2 on GPUs")),
+    (r"sciformer export runs/scot_b_fsdp/checkpoints/last\.ckpt exports/scot-b",
+     Plan("covered", reason="tests/test_fsdp.py")),  # exports a sharded checkpoint the same way
+    (r"python benchmarks/train_throughput\.py .*", Plan("dry_run", reason="GPU throughput benchmark")),
     (r"sbatch .*pretrain/slurm\.sbatch .*", Plan("dry_run", reason="SLURM, several GPU nodes")),
     (r"NNODES=.* bash pretrain/torchrun\.sh .*", Plan("dry_run", reason="torchrun on GPU nodes")),
     # README placeholders made by named steps
@@ -194,10 +200,37 @@ RULES: list[tuple[str, Plan]] = [
     (r"python benchmarks/molecules_adit\.py (budget|diagnose).*", Plan("dry_run", reason="GPU budget run / needs trained ADiT models")),
     (r"python benchmarks/rollout\.py --ckpt \.\.\. .*", Plan("dry_run", reason="benchmark of a trained scOT-T ('...' is the user's checkpoint)")),
     (r"python finetune/run_suite\.py .*", Plan("dry_run", reason="the CPU suite takes about an hour")),
+    # ONNX export (README "Deploying with ONNX"): the example runs in tests/test_onnx_export.py, the benchmark exports
+    # and times four realistic models
+    (r"python examples/onnx_rollout\.py .*", Plan("covered", reason="tests/test_onnx_export.py runs the example "
+                                                                   "against the PyTorch rollout engine")),
+    (r"python benchmarks/onnx_inference\.py .*", Plan("dry_run", reason="exports scOT-T, FactFormer, FNO and "
+                                                                       "iTransformer at full size (20+ minutes)")),
+    (r"sciformer export CKPT OUT --onnx( --opset \d+)?", Plan("synopsis")),
+    # training on upstream files in place (README "Data where it lives"): DATASET_DIR is the user's folder;
+    # tests/data/test_lazy_sources.py trains on a Well directory through `sciformer fit`
+    (r"sciformer fit -c configs/pretrain/scot_tiny_cpu\.yaml --data\.init_args\.stores '\[DATASET_DIR\]'",
+     Plan("print_config", reason="a user's Well directory / PDEBench / Poseidon file (placeholder)")),
+    (r"python benchmarks/data_loading\.py --only well", Plan("dry_run", reason="reading benchmark (minutes)")),
+    # Hub in/out (README "Hugging Face Hub"): the network is never used in tests
+    (r"sciformer convert poseidon camlab-ethz/Poseidon-T exports/poseidon-t",
+     Plan("covered", reason="tests/test_hub.py converts a Hub id from a local Hugging Face cache (HF_HUB_OFFLINE=1)")),
+    (r"sciformer export runs/lightning_logs/version_0/checkpoints/last\.ckpt exports/scot-wave --results \S+",
+     Plan("covered", reason="tests/test_model_card.py exports a real `sciformer fit` run with a results.json")),
+    (r"sciformer export exports/scot-wave exports/scot-wave-hub --push my-org/scot-wave",
+     Plan("covered", reason="tests/test_hub.py pushes through a mocked HfApi (a real push needs a token)")),
+    (r"sciformer rollout --ckpt ft\.ckpt --data wave\.zarr --mode ar --logger tensorboard .*",
+     Plan("run", ["--trajectories", "2", "--steps", "2", "--device", "cpu"], needs=["ft.ckpt", "wave.zarr"])),
+    # upstream collections (datasets/the-well, pdebench, poseidon): the data are not in ../shared/data; the readers
+    # run on files written from the upstream layouts in tests/data/test_upstream_{well,pdebench,poseidon}.py
+    (r"sciformer fit -c configs/pretrain/\S+\.yaml --data\.init_args\.stores '\[(/data/the_well/datasets|pdebench|poseidon)/"
+     r"\S+\]'", Plan("print_config", reason="trains on a downloaded upstream collection (absent here)")),
+    (r"sciformer data convert (the_well|pdebench|poseidon)/\S+ data/\S+\.zarr --from (well|well-dir|pdebench|poseidon)"
+     r"( --option \S+)*", Plan("synopsis", reason="upstream files absent from ../shared/data")),
     # usage lines with placeholders, bare mentions
     (r"sciformer data convert FILE OUT\.zarr --from .*|sciformer data info (--verify )?STORE|sciformer convert poseidon DIR OUT"
      r"|sciformer sample --kind molecule\|crystal|sciformer fit -c CONFIG", Plan("synopsis")),
-    (r"sciformer (sample|quickstart|finetune|export|rollout|data build|fit)", Plan("help")),
+    (r"sciformer (sample|quickstart|finetune|export|rollout|data build|fit|convert poseidon)", Plan("help")),
 ]
 
 
@@ -491,7 +524,11 @@ def test_launcher_or_script_dry_run(cmd, ws, tmp_path):
     assert r.returncode == 0, f"{program}: {r.stderr[-3000:]}"
     printed = yaml.safe_load(r.stdout)
     assert printed["model"]["class_path"].startswith("sciformer."), r.stdout[:500]
-    assert printed["trainer"]["strategy"] == "ddp" and printed["trainer"]["num_nodes"] == (4 if program == "sbatch" else 2)
+    config = yaml.safe_load((ws.root / next(w for w in words if w.endswith(".yaml"))).read_text())
+    strategy = [s["class_path"] if isinstance(s, dict) else s for s in (printed["trainer"]["strategy"],
+                                                                          config["trainer"]["strategy"])]
+    assert strategy[0] == strategy[1]  # the launchers keep the config's strategy (DDP or FSDP2)
+    assert printed["trainer"]["num_nodes"] == (4 if program == "sbatch" else 2)
 
 
 def _help(ws: Workspace, words: list[str], capsys) -> str:

@@ -605,6 +605,7 @@ def test_rollout_on_poseidon_netcdf_and_its_converted_store(tmp_path):
         out = tmp_path / name / "rollout.zarr"
         assert main(["rollout", "--ckpt", str(ckpt), "--data", str(data), "--mode", "direct", "--out", str(out)]) == 0
         ds = xr.open_zarr(out, chunks=None)
-        np.testing.assert_array_equal(ds.u_true.values[0], vel[9, 1:, 0])
+        # NS-SL is read transposed, as Poseidon's ShearLayer does (tests/data/test_upstream_poseidon.py)
+        np.testing.assert_array_equal(ds.u_true.values[0], np.swapaxes(vel[9, 1:, 0], -2, -1))
         preds.append(ds.u.values)
     np.testing.assert_allclose(preds[0], preds[1], rtol=1e-6, atol=1e-6)

@@ -22,6 +22,7 @@ from sciformer.errors import DataError, SciformerError
 CONVERTERS: dict[str, str] = {
     "poseidon": "sciformer.data.formats.poseidon:convert_poseidon",
     "well": "sciformer.data.formats.well:convert_well",
+    "well-dir": "sciformer.data.formats.well_collection:convert_well_directory",  # one split of a Well directory
     "pdebench": "sciformer.data.formats.pdebench:convert_pdebench",
     "csv": "sciformer.data.series:convert_csv",  # series CSV (ETT, Weather, ...)
     "sdf": "sciformer.data.atoms:convert_sdf",
@@ -46,6 +47,7 @@ EXAMPLES = """examples:
   sciformer data build ns-sines --out data/ns_sines.zarr --trajectories 64 --resolution 64 --seed 0
   sciformer data convert NS-Sines.nc data/ns_sines.zarr --from poseidon
   sciformer data convert shear_flow_00.hdf5 data/shear.zarr --from well
+  sciformer data convert the_well/datasets/shear_flow data/shear_valid.zarr --from well-dir --option split=valid
   sciformer data convert ETTh1.csv data/etth1.zarr --from csv --option target=OT
   sciformer data info data/ns_sines.zarr
 """

@@ -9,13 +9,37 @@ from __future__ import annotations
 
 from typing import Any
 
-from sciformer.data.conventions import time_span
-from sciformer.data.formats import open_source
+from sciformer.data.conventions import source_span
+from sciformer.data.formats import WellCollection, open_source
 from sciformer.data.loader import ResumableLoader
 from sciformer.data.module import DataModule
 from sciformer.data.normalization import Normalizer, pooled_stats
 from sciformer.data.samplers import FieldPairs, Vocabulary, collate, mixture, split_trajectories
 from sciformer.errors import DataError
+
+# Poseidon's validation and test sizes by data set (shared/anchors/poseidon.md §2.1 table, §2.4): train is
+# [0, N − N_val − N_test), val the next N_val, test the last N_test (scOT/problems/base.py 219-236, 329-364).
+POSEIDON_SPLITS = {
+    **{k: (120, 240) for k in ("NS-Sines", "NS-Gauss", "NS-PwC", "NS-SVS", "NS-BB", "NS-SL", "FNS-KF", "CE-RP",
+                               "CE-CRP", "CE-KH", "CE-Gauss", "CE-RPUI", "SE-AF", "Poisson-Gauss")},
+    "CE-RM": (100, 130), "GCE-RT": (100, 130), "Wave-Layer": (60, 240), "Wave-Gauss": (60, 240), "ACE": (60, 240),
+    "Helmholtz": (128, 512),
+}
+WELL_FOLDERS = {"train": "train", "val": "valid", "test": "test"}
+
+
+def poseidon_splits(source) -> tuple[range, range, range] | None:
+    """Poseidon's index ranges for a Poseidon file (or a store converted from one), or None when the source is
+    not a known Poseidon data set or holds too few trajectories for them (a subset: fractions apply)."""
+    gen = source.attrs.get("generator") if isinstance(getattr(source, "attrs", None), dict) else None
+    if not isinstance(gen, dict) or gen.get("name") != "poseidon":
+        return None
+    sizes = POSEIDON_SPLITS.get(str(gen.get("dataset", "")).replace(".time", ""))
+    n = int(source.n_trajectories)
+    if sizes is None or n <= sum(sizes):
+        return None
+    n_val, n_test = sizes
+    return range(0, n - n_val - n_test), range(n - n_val - n_test, n - n_test), range(n - n_test, n)
 
 
 def _counts(source) -> dict[str, float]:
@@ -27,16 +51,23 @@ def _counts(source) -> dict[str, float]:
 
 
 class FieldDataModule(DataModule):
-    """Pairs from gridded-field stores (zarr stores or Poseidon/Well/PDEBench files read lazily).
+    """Pairs from gridded-field stores: zarr stores, or upstream data read lazily where it lives (a Well dataset
+    directory, a PDEBench HDF5 file, a Poseidon NetCDF file), in any mixture.
 
     Args:
         stores: store paths or URLs (a mixture when several; they must share a grid and be all steady or all
-            time-dependent).
+            time-dependent). A Well dataset directory (``data/{train,valid,test}/*.hdf5``) serves its
+            ``train``/``valid``/``test`` folders as the train/val/test splits.
         sampler: "all2all" (Poseidon: every i ≤ j) or "next-step".
         variables: the global variable order; default: the union of the stores' variables in store order.
             A variable that no store has is an always-masked output (e.g. rho for incompressible data).
         batch_size, num_workers: DataLoader settings (each worker opens its own store handles).
-        splits: train/val/test fractions, contiguous by trajectory within each store.
+        splits: train/val/test fractions, contiguous by trajectory within each store (zarr stores, PDEBench files,
+            Poseidon files too small for Poseidon's ranges).
+        native_splits: use the upstream splits where they exist (default): a Well directory's folders, and
+            for Poseidon files (and stores converted from them) Poseidon's index ranges: train from 0, val
+            ``[N − N_val − N_test, N − N_test)``, test the last ``N_test`` (120/240 for most; CE-RM and GCE-RT
+            100/130; Wave and ACE 60/240; Helmholtz 128/512). False: fractions for Poseidon too.
         train_trajectories: use only the first N training trajectories of each store (sample-count sweeps).
         time_stride, max_snapshots: snapshots 0, stride, 2·stride, … (at most max_snapshots); Poseidon's
             default all2all is time_stride=2, max_snapshots=8 (36 pairs per trajectory).
@@ -49,7 +80,7 @@ class FieldDataModule(DataModule):
     def __init__(self, stores: list[str], sampler: str = "all2all", variables: list[str] | None = None,
                  batch_size: int = 16, num_workers: int = 0, splits: tuple[float, float, float] = (0.8, 0.1, 0.1),
                  train_trajectories: int | None = None, time_stride: int = 1, max_snapshots: int | None = None,
-                 stats: dict | None = None, seed: int = 0, predict_static: bool = False):
+                 stats: dict | None = None, seed: int = 0, predict_static: bool = False, native_splits: bool = True):
         super().__init__()
         if not stores:
             raise DataError("FieldDataModule needs at least one store")
@@ -62,7 +93,10 @@ class FieldDataModule(DataModule):
         self.sampler, self.batch_size, self.num_workers = sampler, batch_size, num_workers
         self.splits, self.train_trajectories = tuple(splits), train_trajectories
         self.time_stride, self.max_snapshots, self.seed = time_stride, max_snapshots, seed
+        self.native_splits = native_splits
+        # a Well directory's entry is its training split (metadata, statistics); other splits open on demand
         self.sources = [open_source(s) for s in self.stores]
+        self._split_sources: dict[tuple[int, str], Any] = {}
         self.vocab = Vocabulary.from_sources(self.sources, variables, predict_static)
         pooled = pooled_stats((s.stats, _counts(s)) for s in self.sources)
         missing = [v for s in self.sources for v in s.variables if v not in pooled and v in self.vocab.order]
@@ -89,14 +123,34 @@ class FieldDataModule(DataModule):
             "steady": bool(first.steady),
             "boundary_conditions": dict(first.boundary_conditions),
             "roles": dict(self.vocab.roles),
-            "time_span": None if first.steady else time_span(first.time),
+            "time_span": None if first.steady else source_span(first),
             "sampler": self.sampler,
             "stores": [{"path": s.path, "variables": list(s.variables), "n_trajectories": int(s.n_trajectories),
                         "boundary_conditions": dict(s.boundary_conditions)} for s in self.sources],
         }
 
+    def source(self, k: int, stage: str):
+        """Store ``k``'s source for ``stage``: the split's own collection for a Well directory."""
+        src = self.sources[k]
+        if not isinstance(src, WellCollection) or WELL_FOLDERS[stage] == src.split:
+            return src
+        if (k, stage) not in self._split_sources:
+            other = WellCollection(src.root, WELL_FOLDERS[stage])
+            if (other.variables, other.roles, tuple(other.spatial_shape)) != \
+                    (src.variables, src.roles, tuple(src.spatial_shape)):
+                raise DataError(f"{other.path}: variables {other.variables} on grid {other.spatial_shape} differ "
+                                f"from the {src.split} split's {src.variables} on {src.spatial_shape}")
+            other.stats = src.stats  # normalise every split with the training statistics
+            other.lead_time_span = None if src.steady else source_span(src)  # and measure its lead times alike
+            self._split_sources[(k, stage)] = other
+        return self._split_sources[(k, stage)]
+
     def trajectories(self, stage: str, source) -> range:
-        train, val, test = split_trajectories(source.n_trajectories, self.splits)
+        if isinstance(source, WellCollection):  # the stage's own folder
+            train = val = test = range(source.n_trajectories)
+        else:
+            native = poseidon_splits(source) if self.native_splits else None
+            train, val, test = native or split_trajectories(source.n_trajectories, self.splits)
         if stage == "train":
             if self.train_trajectories is not None:
                 if self.train_trajectories > len(train):
@@ -108,8 +162,9 @@ class FieldDataModule(DataModule):
 
     def dataset(self, stage: str):
         if stage not in self.datasets:
+            sources = [self.source(k, stage) for k in range(len(self.sources))]
             parts = [FieldPairs(s, self.vocab, self.normalizer, self.trajectories(stage, s), self.sampler,
-                                self.time_stride, self.max_snapshots) for s in self.sources]
+                                self.time_stride, self.max_snapshots) for s in sources]
             self.datasets[stage] = mixture(parts)
         return self.datasets[stage]
 

@@ -13,6 +13,30 @@ import numpy as np
 
 MIN_STD = 1e-8  # constant fields (e.g. Poseidon's padded rho = 1) keep std 1 instead of dividing by zero
 
+# Poseidon (scOT/problems/fluids/normalization_constants.py CONSTANTS; tracer_mean/std)
+_NS = {"u": (0.0, 0.391), "v": (0.0, 0.356), "tracer": (0.19586183, 0.37)}
+# scOT/problems/fluids/normalization_constants.py CONSTANTS (rho, u, v, p) and compressible.py mean_pressure
+_CE = {"rho": (0.80, 0.31), "u": (0.0, 0.391), "v": (0.0, 0.356)}
+CE_PRESSURE = {"CE-Gauss": 2.513, "CE-KH": 1.0, "CE-RP": 0.215, "CE-CRP": 0.553, "CE-RPUI": 1.33}
+# Normalisation constants of Poseidon's dataset classes (shared/anchors/poseidon.md §2.2; camlab-ethz/poseidon
+# scOT/problems/*), per data set and variable: (mean, std). A lazily read Poseidon file uses them; variables
+# Poseidon never normalises are absent (their statistics come from the data).
+POSEIDON_PRESETS: dict[str, dict[str, tuple[float, float]]] = {
+    "NS-Sines": _NS, "NS-Gauss": _NS, "NS-PwC": _NS, "NS-SVS": _NS, "NS-BB": _NS, "NS-SL": _NS,
+    **{k: {**_CE, "p": (off, 0.185)} for k, off in CE_PRESSURE.items()},
+    "FNS-KF": {"u": (-2.2424793e-13, 0.22017328), "v": (4.1510376e-12, 0.22078253)},
+    "CE-RM": {"rho": (1.1964245, 0.5543239), "u": (-7.164812e-06, 0.24304213), "v": (2.8968952e-06, 0.2430597),
+              "p": (1.5648036, 0.89639103)},
+    "GCE-RT": {"rho": (0.8970493, 0.12857835), "u": (4.0316996e-13, 0.014896976),
+               "v": (-1.3858967e-13, 0.014896975), "p": (0.7133829, 0.21293919), "phi": (-1.7055787, 0.40131348)},
+    "Wave-Layer": {"u": (0.03467443, 0.10442422), "c": (3498.564, 647.844)},
+    "Wave-Gauss": {"u": (0.03343763, 0.11718791), "c": (2618.459, 601.517)},
+    "ACE": {"u": (0.002484262, 0.65351176)},
+    "Poisson-Gauss": {"source": (0.014822, 4.755139), "solution": (0.00056035, 0.02401226)},
+    "SE-AF": {"shape": (0.0, 1.0), "rho": (0.92984116, 0.10864315)},
+    "Helmholtz": {"a": (1.0, 1.0), "bc": (0.0, 1.0), "u": (0.11523915668552, 0.8279975746000605)},
+}
+
 
 def pooled_stats(parts: Iterable[tuple[Mapping[str, Mapping[str, float]], Mapping[str, float]]]) -> dict[str, dict]:
     """Combine per-store ``(stats, counts)`` into one mean/std per variable (exact pooled moments)."""

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate, get_worker_info
 
-from sciformer.data.conventions import STATIC_ROLES, lead_time, time_span
+from sciformer.data.conventions import STATIC_ROLES, lead_time, snapshot_times, source_span
 from sciformer.data.normalization import Normalizer
 from sciformer.errors import DataError
 
@@ -147,7 +147,8 @@ class FieldPairs(Dataset):
     """(input, target) pairs from one source, laid out on a :class:`Vocabulary`, normalised.
 
     Items: ``x`` [C_in, *S], ``y`` [C_out, *S], ``mask`` [C_out] (1 = the source has that output), and for
-    time-dependent sources ``t``: the lead time ``(time[j] − time[i]) / (time[-1] − time[0])``.
+    time-dependent sources ``t``: the lead time ``(time[j] − time[i]) / (time[-1] − time[0])`` (with
+    per-trajectory time grids: the trajectory's own times over the store's span, :func:`source_span`).
     """
 
     def __init__(self, source, vocab: Vocabulary, normalizer: Normalizer, trajectories: Sequence[int],
@@ -164,7 +165,7 @@ class FieldPairs(Dataset):
                 pairs = next_step_pairs(snaps)
             else:
                 raise DataError(f"unknown sampler {sampler!r}; use 'all2all' or 'next-step'")
-            self.span = time_span(source.time)
+            self.span = source_span(source)
         self.index = PairIndex(trajectories, pairs)
         have = set(source.variables)
         self.mask = torch.tensor([1.0 if v in have else 0.0 for v in vocab.outputs])
@@ -197,7 +198,8 @@ class FieldPairs(Dataset):
             return None
         self._fill(self.vocab.inputs, i, int(ti), x)
         self._fill(self.vocab.outputs, i, int(tj), y)
-        return lead_time(self.source.time[ti], self.source.time[tj], self.span)
+        times = snapshot_times(self.source, i)  # the trajectory's own grid when grids differ
+        return lead_time(times[ti], times[tj], self.span)
 
     def __getitem__(self, n: int) -> dict[str, torch.Tensor]:
         return {k: v[0] for k, v in _gather([(self, n)]).items()}

@@ -5,6 +5,7 @@ Layout (readable by ``xarray.open_zarr(path, chunks=None)`` and by :class:`Field
     root attrs: layout="fields", pde, boundary_conditions {axis: bc}, domain, generator, ...
     trajectory [N]        int64 coordinate
     time [T]              float64 coordinate (absent in steady stores)
+    trajectory_time [N, T]  float64, only when trajectories have different time grids (``time`` = row 0)
     x [X], y [Y] (, z)    float64 coordinates
     <state>  [N, T, X, Y(, Z)]   role state | solution; chunk (1, 1, X, Y(, Z))
     <static> [N, X, Y(, Z)]      role coefficient | forcing | source (and solution in steady stores)
@@ -45,7 +46,7 @@ from sciformer.io import (
 
 LAYOUT = "fields"
 BOUNDARY_CONDITIONS = ("periodic", "dirichlet", "neumann", "open", "wall", "unspecified")
-RESERVED = ("trajectory", "time")
+RESERVED = ("trajectory", "time", "trajectory_time")
 # Root attribute set by the writers: every chunk was written, all-fill ones included (zarr skips those by
 # default), so a missing chunk file is damage, never a fill value.
 COMPLETE = "all_chunks_written"
@@ -104,6 +105,9 @@ class FieldStoreWriter:
         attrs: root attributes (pde, boundary_conditions {axis: bc}, domain, generator, ...).
         compressor: "lz4" (Blosc-LZ4 + shuffle, default), "zstd", or None (uncompressed chunks).
         overwrite: replace an existing finished store at ``path`` (default: reuse it if the schema matches).
+        trajectory_time: [N, T] per-trajectory snapshot times, when trajectories have different time grids
+            (``time`` should then be row 0); the lead time uses each trajectory's row
+            (:func:`sciformer.data.conventions.snapshot_times`).
 
     The instance is picklable and opens the zarr group lazily, so trajectories may be written from worker
     processes (each writes its own chunks and progress record). The creating process holds the exclusive
@@ -114,12 +118,13 @@ class FieldStoreWriter:
 
     def __init__(self, path: str | os.PathLike, variables: Mapping[str, Mapping[str, Any]], n_trajectories: int,
                  time: np.ndarray | None, coords: Mapping[str, np.ndarray], attrs: Mapping[str, Any] | None = None,
-                 compressor: str | None = "lz4", overwrite: bool = False):
+                 compressor: str | None = "lz4", overwrite: bool = False, trajectory_time: np.ndarray | None = None):
         self.path = Path(path)
         self.partial = self.path.with_name(f".{self.path.name}.partial")
         self.variables = {str(k): dict(v) for k, v in variables.items()}
         self.n = int(n_trajectories)
         self.time = None if time is None else np.asarray(time, dtype=np.float64)
+        self.trajectory_time = None if trajectory_time is None else np.asarray(trajectory_time, dtype=np.float64)
         self.coords = {str(k): np.asarray(v, dtype=np.float64) for k, v in coords.items()}
         self.attrs = dict(attrs or {})
         self.compressor = compressor
@@ -170,6 +175,11 @@ class FieldStoreWriter:
             raise DataError(f"{self.path}: a steady store needs a variable with role 'solution'")
         if self.time is not None and (self.time.ndim != 1 or len(self.time) < 1):
             raise DataError(f"{self.path}: time must be a 1-D array of snapshot times")
+        if self.trajectory_time is not None and (self.time is None or self.trajectory_time.shape != (
+                self.n, len(self.time)) or not np.isfinite(self.trajectory_time).all()):
+            raise DataError(f"{self.path}: trajectory_time must be finite with shape [n_trajectories, T] = "
+                            f"{(self.n, 0 if self.time is None else len(self.time))}; got "
+                            f"{self.trajectory_time.shape}")
         bcs = self.attrs.setdefault("boundary_conditions", {a: "unspecified" for a in self.coords})
         for axis, bc in bcs.items():
             if axis not in self.coords:
@@ -186,7 +196,7 @@ class FieldStoreWriter:
 
     def _schema(self) -> dict[str, Any]:
         digest = hashlib.sha256()
-        for arr in [self.time, *self.coords.values()]:
+        for arr in [self.time, self.trajectory_time, *self.coords.values()]:
             if arr is not None:
                 digest.update(np.ascontiguousarray(arr).tobytes())
         return {"variables": self.variables, "n_trajectories": self.n, "steady": self.steady,
@@ -249,6 +259,10 @@ class FieldStoreWriter:
         self._coord(g, "trajectory", np.arange(self.n, dtype=np.int64))
         if not self.steady:
             self._coord(g, "time", self.time)
+        if self.trajectory_time is not None:
+            a = g.create_array("trajectory_time", shape=self.trajectory_time.shape, chunks=self.trajectory_time.shape,
+                               dtype="float64", compressors=None, dimension_names=["trajectory", "time"])
+            a[...] = self.trajectory_time
         for axis, values in self.coords.items():
             self._coord(g, axis, values)
 
@@ -459,6 +473,8 @@ class FieldStore:
         members = {name: arr for name, arr in g.arrays()}
         self.steady = "time" not in members
         self.time = None if self.steady else np.asarray(members["time"][...], dtype=np.float64)
+        self.trajectory_time = np.asarray(members["trajectory_time"][...], dtype=np.float64) \
+            if "trajectory_time" in members and not self.steady else None
         dims_of = {name: list(arr.metadata.dimension_names or []) for name, arr in members.items()}
         found = [n for n in members if n not in RESERVED and dims_of[n] and dims_of[n][0] == "trajectory"]
         order = [v for v in attrs.get("variables", []) if v in found]  # the writer's order
@@ -778,21 +794,29 @@ def describe(path: str | os.PathLike) -> str:
              f"  trajectories: {s.n_trajectories}"]
     if not s.steady:
         lines.append(f"  time: {len(s.time)} snapshots, {s.time[0]:g} .. {s.time[-1]:g}")
+    if getattr(s, "trajectory_time", None) is not None:
+        tt = s.trajectory_time
+        lines.append(f"  time grids: one per trajectory (above: trajectory 0), {tt[:, 0].min():g} .. "
+                     f"{tt[:, -1].max():g} over all")
     for axis, c in s.coords.items():
         lo, hi = (float(c[0]), float(c[-1])) if len(c) else (0.0, 0.0)
         lines.append(f"  {axis}: {len(c)} points, {lo:g} .. {hi:g}, boundary {s.boundary_conditions.get(axis, '?')}")
     if "domain" in a or "generator" in a:
         lines.append(f"  domain: {json.dumps(a.get('domain'))}  generator: {json.dumps(a.get('generator'))}")
-    header = f"  {'variable':<14}{'role':<13}{'units':<9}{'shape':<24}{'mean':>12}{'std':>12}{'diff std':>12}"
+    # columns sized to their longest entry plus two spaces, so long names never run into the next column
+    shapes = {v: (s.n_trajectories, *s.spatial_shape) if s.is_static(v) else
+              (s.n_trajectories, len(s.time), *s.spatial_shape) for v in s.variables}
+    wv, wr, wu, ws = (max(len(h), *(len(str(x)) for x in col)) + 2 for h, col in (
+        ("variable", s.variables), ("role", s.roles.values()), ("units", s.units.values()),
+        ("shape", [str(list(x)) for x in shapes.values()])))
+    header = f"  {'variable':<{wv}}{'role':<{wr}}{'units':<{wu}}{'shape':<{ws}}{'mean':>12}{'std':>12}{'diff std':>12}"
     lines += ["", header, "  " + "-" * (len(header) - 2)]
     problems = []
     for v in s.variables:
-        shape = (s.n_trajectories, *s.spatial_shape) if s.is_static(v) else \
-            (s.n_trajectories, len(s.time), *s.spatial_shape)
         st, d = s.stats.get(v, {}), s.diff_stats.get(v, {})
-        fmt = lambda x: f"{x:12.5g}" if x is not None else f"{'-':>12}"  # noqa: E731
-        lines.append(f"  {v:<14}{s.roles[v]:<13}{s.units[v]:<9}{str(list(shape)):<24}{fmt(st.get('mean'))}"
-                     f"{fmt(st.get('std'))}{fmt(d.get('std'))}")
+        fmt = lambda x: f" {x:11.5g}" if x is not None else f"{'-':>12}"  # noqa: E731
+        lines.append(f"  {v:<{wv}}{s.roles[v]:<{wr}}{s.units[v]:<{wu}}{str(list(shapes[v])):<{ws}}"
+                     f"{fmt(st.get('mean'))}{fmt(st.get('std'))}{fmt(d.get('std'))}")
         times = [None] if s.is_static(v) else range(len(s.time))
         for i in range(s.n_trajectories):
             bad = []

@@ -136,3 +136,32 @@ def _plot_groups(tables: dict, cfg, metric: str, path: Path) -> None:
     ax.set(ylabel=metric, title=f"n = {n}")
     ax.legend()
     report.save_figure(fig, path)
+
+
+def log_outputs(logger, out: Path, summary: dict, cfg) -> list[str]:
+    """Send the sweep's plots (images) and tables (the headline error with AG per sample count, one per further
+    metric) to a ``sciformer.loggers`` logger; returns the tags sent."""
+    sent = []
+    for name in ("error_vs_samples", "error_by_channel_group"):
+        if (out / f"{name}.png").is_file():
+            logger.image(f"finetune/{name}", out / f"{name}.png")
+            sent.append(f"finetune/{name}")
+    metric, table, gains = summary["metric"], summary["table"], summary["gains"]
+    rows = []
+    for n in cfg.samples:
+        row: list = [n]
+        for model in table:
+            v = table[model].get(n)
+            row += [v["mean"] if v else None, v["std"] if v else None]
+        row += [g["AG"].get(n) for g in gains.values()]
+        rows.append(row)
+    columns = ["samples", *(f"{m} {s}" for m in table for s in ("mean", "std")), *(f"AG vs {b}" for b in gains)]
+    logger.table(f"finetune/{metric}", columns, rows)
+    sent.append(f"finetune/{metric}")
+    for name, tab in summary.get("tables", {}).items():
+        if name == metric:
+            continue
+        logger.table(f"finetune/{name}", ["samples", *tab],
+                     [[n, *((tab[k][n]["mean"] if n in tab[k] else None) for k in tab)] for n in cfg.samples])
+        sent.append(f"finetune/{name}")
+    return sent

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from sciformer.errors import SciformerError
 
 ENV = "SCIFORMER_KERNELS"
+CHECK_ENV = "SCIFORMER_CHECK_FINITE"  # "1": the models check their inputs for NaN/Inf (a host sync per tensor)
 MODES = ("reference", "auto", "compile")
 _override: contextvars.ContextVar[str | None] = contextvars.ContextVar("sciformer_kernels", default=None)
 
@@ -32,7 +33,12 @@ def _check(value: str, where: str) -> str:
 
 
 def mode() -> str:
-    """The mode in force: the innermost ``use(...)``, else ``$SCIFORMER_KERNELS``, else ``auto``."""
+    """The mode in force: the innermost ``use(...)``, else ``$SCIFORMER_KERNELS``, else ``auto``; inside traced
+    code (``torch.compile``) always ``reference``: Inductor fuses it, and dynamo cannot trace the ContextVar."""
+    import torch
+
+    if torch.compiler.is_compiling():
+        return "reference"
     value = _override.get()
     if value is not None:
         return value
@@ -56,3 +62,25 @@ def compiled_enabled() -> bool:
     # Inside an outer torch.compile the reference is traced and fused by that compile anyway (checked first:
     # dynamo cannot trace the ContextVar that ``mode`` reads).
     return not torch.compiler.is_compiling() and mode() == "compile"
+
+
+def check_finite_enabled() -> bool:
+    """True when ``$SCIFORMER_CHECK_FINITE`` is 1/true/yes (a debugging aid), outside compiled code.
+
+    Off by default: ``bool(torch.isfinite(x).all())`` is a device-to-host sync per tensor and step on a GPU. The
+    data side already refuses NaN/Inf where it reads (``FieldStore.read_into`` and the lazy upstream sources)."""
+    import torch
+
+    return (os.environ.get(CHECK_ENV, "").strip().lower() in ("1", "true", "yes")
+            and not torch.compiler.is_compiling())
+
+
+def require_finite(x, message: str) -> None:
+    """Raise ``DataError(message + hint)`` if ``x`` holds NaN/Inf; only when :func:`check_finite_enabled`."""
+    import torch
+
+    from sciformer.errors import DataError
+
+    if x is not None and check_finite_enabled() and not bool(torch.isfinite(x).all()):
+        raise DataError(f"{message} (found by the {CHECK_ENV}=1 debug check; the data side checks what it reads, "
+                        "so look at what feeds the model directly)")

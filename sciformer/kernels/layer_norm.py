@@ -69,6 +69,61 @@ class _ModulatedLayerNorm(torch.autograd.Function):
         return gx, gt, gp[:c], gp[c:], gpt[:c], gpt[c:], None
 
 
+class _LayerNormGammaBeta(torch.autograd.Function):
+    """``LN(x)·γ + β`` with per-sample ``γ, β`` given as one tensor ``gb [B, 2, C]`` (γ; β), already computed
+    for every norm of a network by one product (``sciformer.nn.conditional_norm.modulations``).
+
+    2 kernels forward (the norm, one ``addcmul``), 5 backward (``g·γ``, the norm's backward, ``g·n`` and two token
+    sums written side by side into the gradient of ``gb``); the parameters' gradients are then one product for
+    all norms together instead of two reductions per norm.
+    """
+
+    @staticmethod
+    def forward(ctx, x, gb, eps):
+        n, mean, rstd = torch.native_layer_norm(x, x.shape[-1:], None, None, eps)
+        per_sample = (gb.shape[0],) + (1,) * (x.ndim - 2) + x.shape[-1:]
+        gamma, beta = gb[:, 0].view(per_sample), gb[:, 1].view(per_sample)
+        ctx.save_for_backward(x, n, mean, rstd, gamma)
+        ctx.broadcast = gb.shape[0] != x.shape[0]
+        return torch.addcmul(beta, n, gamma)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        x, n, mean, rstd, gamma = ctx.saved_tensors
+        gx = None
+        if ctx.needs_input_grad[0]:
+            gx = torch.ops.aten.native_layer_norm_backward(g * gamma, x, x.shape[-1:], mean, rstd, None, None,
+                                                           (True, False, False))[0]
+        tokens = tuple(range(1, x.ndim - 1))
+        if ctx.broadcast:  # one γ, β for the whole batch (t = None)
+            tokens = (0,) + tokens
+        ggb = g.new_empty(gamma.shape[0], 2, g.shape[-1])
+        gg, gbeta = (ggb[0, 0], ggb[0, 1]) if ctx.broadcast else (ggb[:, 0], ggb[:, 1])
+        torch.sum(g * n, tokens, out=gg)
+        torch.sum(g, tokens, out=gbeta)
+        return gx, ggb, None
+
+
+def layer_norm_gamma_beta(x: torch.Tensor, gb: torch.Tensor, eps: float) -> torch.Tensor:
+    """``LN(x)·γ + β`` for x [B, ..., C] and gb [B or 1, 2, C] (γ; β per sample), computed in ``_compute_dtype``.
+
+    Training in eager mode: the hand-written backward above; inference and compiled code: the plain formula (what
+    Inductor fuses and what ONNX export records)."""
+    dtype = _compute_dtype(x, gb)
+    x = x.to(dtype)
+    squeeze = x.ndim == 2
+    if squeeze:
+        x = x[:, None]
+    if torch.compiler.is_compiling() or not (torch.is_grad_enabled() and (x.requires_grad or gb.requires_grad)):
+        shape = (gb.shape[0],) + (1,) * (x.ndim - 2) + x.shape[-1:]
+        y = torch.addcmul(gb[:, 1].reshape(shape), F.layer_norm(x, x.shape[-1:], None, None, eps),
+                          gb[:, 0].reshape(shape))
+    else:
+        y = _LayerNormGammaBeta.apply(x, gb, eps)
+    return y[:, 0] if squeeze else y
+
+
 def reference(x: torch.Tensor, t: torch.Tensor | None, weight: torch.Tensor, bias: torch.Tensor,
               weight_t: torch.Tensor, bias_t: torch.Tensor, eps: float) -> torch.Tensor:
     """x [B, ..., dim], t [B] or None -> same shape as x (eager PyTorch).

@@ -61,9 +61,12 @@ def _onednn_works() -> bool:
 
 
 def _use_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    # not while exporting (ONNX/TorchScript tracing must record F.linear) or compiling (Inductor picks itself)
     return (x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32 and x.ndim >= 2
             and mode() != "reference" and not torch.is_autocast_enabled("cpu")
-            and not torch.compiler.is_compiling() and _onednn_works())
+            and not torch.compiler.is_compiling() and not torch.compiler.is_exporting()
+            and not torch.jit.is_tracing()
+            and not torch.onnx.is_in_onnx_export() and _onednn_works())
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

@@ -92,6 +92,7 @@ class ITransformer(nn.Module):
         lora_targets=r"(attention\.(query|key|value|out)|ffn_in|ffn_out)$",
         lr_groups={"embedding_recovery": r"^(embed|projection)\."},
         no_weight_decay=r"^embed\.weight$",
+        blocks=r"layers\.\d+",
     )
 
     def __init__(self, config: ITransformerConfig):

@@ -1,8 +1,11 @@
 """``sciformer convert poseidon SRC OUT``: a released Poseidon/scOT checkpoint -> a sciformer export.
 
 SRC is an upstream directory (``config.json`` + ``model.safetensors`` or ``pytorch_model.bin``, the latter read
-with ``weights_only=True``). Every upstream tensor is mapped onto ``sciformer.models.scot.ScOT``; a key that
-maps nowhere, a parameter left unfilled or a shape that differs is a CheckpointError naming it. The export
+with ``weights_only=True``) or a Hugging Face Hub id (``camlab-ethz/Poseidon-T``, ``hf://org/name@revision``),
+fetched into the Hub cache by ``sciformer.hub`` (safetensors preferred; HF_HOME, HF_HUB_OFFLINE, tokens apply).
+Every upstream tensor is mapped onto ``sciformer.models.scot.ScOT``; a key that maps nowhere, a parameter left
+unfilled or a shape that differs is a CheckpointError naming it. The output folder gets a model card
+(``sciformer.model_card``), so it is Hub-ready. The export
 (``sciformer.models.load(OUT)``) carries Poseidon's variable names and normalisation constants
 (shared/anchors/poseidon.md §2.2) as its ``data_spec``, so fine-tuning keeps them for the variables it knows.
 
@@ -116,7 +119,17 @@ def convert_state_dict(up: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def read_upstream(src: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """``config.json`` and the state dict of an upstream checkpoint directory (never unpickles code)."""
+    """``config.json`` and the state dict of an upstream checkpoint directory or Hub id (never unpickles code)."""
+    from sciformer import hub
+
+    if hub.is_hub_ref(src):
+        try:
+            src = hub.resolve(src, weights=(hub.SAFETENSORS, hub.BIN), expected="a Poseidon/scOT checkpoint "
+                              "(config.json + model.safetensors or pytorch_model.bin)")
+        except CheckpointError as e:
+            if str(src).startswith("hf:/"):
+                raise
+            raise CheckpointError(f"{src}: no such local directory; as a Hub id: {e}") from None
     src = Path(src)
     if not src.is_dir():
         raise CheckpointError(f"{src}: not a directory; expected a Poseidon checkpoint directory with config.json "
@@ -205,16 +218,21 @@ def data_spec(cfg: dict[str, Any], inputs: list[str] | None, outputs: list[str] 
 def convert(src: str | Path, out: str | Path, inputs: list[str] | None = None,
             outputs: list[str] | None = None) -> Path:
     """Convert an upstream checkpoint directory into a sciformer export directory."""
-    from sciformer import models
+    from sciformer import hub, models
 
+    origin = str(hub.parse(src)) if hub.is_hub_ref(src) else str(src)
     up_cfg, up_state = read_upstream(src)
-    model = build_converted(up_cfg, up_state, str(src))
+    model = build_converted(up_cfg, up_state, origin)
     cfg = config_from_poseidon(up_cfg)
     extra = {"model_name": _size_name(cfg), "data_spec": data_spec(cfg, inputs, outputs),
-             "source": {"format": "poseidon", "path": str(src), "upstream_config": up_cfg,
+             "source": {"format": "poseidon", "path": origin, "upstream_config": up_cfg,
                         "tensors": len(up_state)},
              "poseidon": POSEIDON_CONSTANTS}
-    return models.save(model, out, extra=extra)
+    path = models.save(model, out, extra=extra)
+    from sciformer import model_card
+
+    model_card.write(path, path)  # a Hub-ready folder: README.md from what the conversion recorded
+    return path
 
 
 def _names(text: str | None) -> list[str] | None:
@@ -225,12 +243,14 @@ def main(argv: list[str]) -> None:
     p = argparse.ArgumentParser(
         prog="sciformer convert",
         description="Convert a released checkpoint of another framework into a sciformer export directory.",
-        epilog="examples:\n  sciformer convert poseidon Poseidon-T/ exports/poseidon-t\n"
+        epilog="examples:\n  sciformer convert poseidon camlab-ethz/Poseidon-T exports/poseidon-t\n"
+               "  sciformer convert poseidon Poseidon-T/ exports/poseidon-t\n"
                "  sciformer convert poseidon my-scot-run/ exports/mine --inputs u,c --outputs u,c\n"
                "then: python -c \"import sciformer.models as m; print(m.load('exports/poseidon-t'))\"",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("framework", choices=["poseidon"], help="source format (Poseidon/scOT, camlab-ethz)")
-    p.add_argument("src", help="upstream directory: config.json + model.safetensors or pytorch_model.bin")
+    p.add_argument("src", help="upstream directory (config.json + model.safetensors or pytorch_model.bin) or a "
+                   "Hugging Face Hub id: camlab-ethz/Poseidon-T, hf://org/name@revision")
     p.add_argument("out", help="export directory to write (model.safetensors + config.json)")
     p.add_argument("--inputs", help="comma-separated input variable names (default for 4 channels: rho,u,v,p)")
     p.add_argument("--outputs", help="comma-separated output variable names (default for 4 channels: rho,u,v,p)")

@@ -31,11 +31,24 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from sciformer.errors import DataError
-from sciformer.kernels.dispatch import compiled_enabled
+from sciformer.kernels.dispatch import compiled_enabled, require_finite
+from sciformer.kernels.linear import Linear  # nn.Linear through oneDNN on CPU float32 (same state dict)
 from sciformer.models.registry import register
 from sciformer.models.spec import ChannelTensors, FamilySpec
-from sciformer.nn.conditional_norm import TimeConditionedLayerNorm
-from sciformer.nn.window_attention import SwinV2Block, attention_tables, window_geometry
+from sciformer.nn.conditional_norm import (
+    TimeConditionedLayerNorm,
+    assign_slots,
+    modulations,
+    plain_parameters,
+)
+from sciformer.nn.window_attention import (
+    SwinV2Block,
+    attention_mask,
+    attention_tables,
+    training_tables,
+    use_training_tables,
+    window_geometry,
+)
 
 
 @dataclass
@@ -81,7 +94,7 @@ class PatchMerging(nn.Module):
 
     def __init__(self, dim: int, cfg: ScOTConfig):
         super().__init__()
-        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.reduction = Linear(4 * dim, 2 * dim, bias=False)
         self.norm = TimeConditionedLayerNorm(2 * dim, cfg.time_conditioning, cfg.layer_norm_eps)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
@@ -99,9 +112,9 @@ class PatchUnmerging(nn.Module):
 
     def __init__(self, dim: int, cfg: ScOTConfig):
         super().__init__()
-        self.upsample = nn.Linear(dim, 2 * dim, bias=False)
+        self.upsample = Linear(dim, 2 * dim, bias=False)
         self.norm = TimeConditionedLayerNorm(dim // 2, cfg.time_conditioning, cfg.layer_norm_eps)
-        self.mixup = nn.Linear(dim // 2, dim // 2, bias=False)
+        self.mixup = Linear(dim // 2, dim // 2, bias=False)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int], t: torch.Tensor | None) -> torch.Tensor:
         b, h, w, c = x.shape
@@ -118,8 +131,8 @@ class ConvNeXtBlock(nn.Module):
         super().__init__()
         self.dwconv = nn.Conv2d(dim, dim, kernel_size=7, padding=3, groups=dim)
         self.norm = TimeConditionedLayerNorm(dim, cfg.time_conditioning, cfg.layer_norm_eps)
-        self.pwconv1 = nn.Linear(dim, 4 * dim)
-        self.pwconv2 = nn.Linear(4 * dim, dim)
+        self.pwconv1 = Linear(dim, 4 * dim)
+        self.pwconv2 = Linear(4 * dim, dim)
         self.gamma = nn.Parameter(torch.full((dim,), layer_scale))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
@@ -140,13 +153,32 @@ class Stage(nn.Module):
             for j in range(depth)
         )
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
-        # all blocks share the grid, hence the window: their position biases in one batched MLP
-        wh, ww, _, _ = window_geometry(x.shape[1], x.shape[2], self.blocks[0].window, False)
-        tables = attention_tables([block.attn for block in self.blocks], wh, ww, x.device)
+    def forward(self, x: torch.Tensor, t, tables: Sequence | None = None) -> torch.Tensor:
+        """``tables``: the blocks' attention tables when the model computed them for the whole level."""
+        if tables is None:
+            tables = level_tables([self], x.shape[1], x.shape[2], x.device, self.training)[0]
         for block, tab in zip(self.blocks, tables):
             x = block(x, t, tab)
         return x
+
+
+def level_tables(stages: Sequence[Stage], h: int, w: int, device: torch.device, training: bool) -> list[list]:
+    """The attention tables of the stages of one level (same grid, window and heads: the encoder's and the
+    decoder's), their position-bias MLPs batched into one; per stage a list with one entry per block."""
+    blocks = [b for st in stages for b in st.blocks]
+    wh, ww, _, _ = window_geometry(h, w, blocks[0].window, False)
+    layers = [b.attn for b in blocks]
+    if use_training_tables(training) and plain_parameters(layers):  # eager training: the fused path's tables
+        masks = [attention_mask(h, w, *window_geometry(h, w, b.window, b.shifted), device) for b in blocks]
+        flat = training_tables(layers, wh, ww, masks, device)
+    else:
+        flat = attention_tables(layers, wh, ww, device)
+    out, i = [], 0
+    for st in stages:
+        out.append(flat[i:i + len(st.blocks)])
+        i += len(st.blocks)
+    return out
+
 
 
 class EncoderStage(Stage):
@@ -154,9 +186,9 @@ class EncoderStage(Stage):
         super().__init__(dim, depth, heads, cfg, drop_path, mirrored=False)
         self.downsample = PatchMerging(dim, cfg) if downsample else None
 
-    def forward(self, x, t):
+    def forward(self, x, t, tables=None):
         """-> (output passed down, stage output kept as the skip)."""
-        s = super().forward(x, t)
+        s = super().forward(x, t, tables)
         return (self.downsample(s + x, t) if self.downsample is not None else s), s
 
 
@@ -165,8 +197,8 @@ class DecoderStage(Stage):
         super().__init__(dim, depth, heads, cfg, drop_path, mirrored=True)
         self.upsample = PatchUnmerging(dim, cfg) if upsample else None
 
-    def forward(self, x, t, size=None):
-        x = super().forward(x, t)
+    def forward(self, x, t, size=None, tables=None):
+        x = super().forward(x, t, tables)
         return self.upsample(x, size, t) if self.upsample is not None else x
 
 
@@ -202,6 +234,7 @@ class ScOT(nn.Module):
         lr_groups={"embedding_recovery": r"^(embeddings|patch_recovery)\.",
                    "time_embedding": r"norm[^.]*\.(weight|bias)(_t)?$"},
         no_weight_decay=r"^embeddings\.proj\.weight$|attn\.(cpb_mlp\.\d+\.weight|logit_scale)$",
+        blocks=r"(encoder|decoder)\.\d+|skips\.\d+\.\d+",  # stages (their blocks share one bias-table MLP call)
     )
 
     def __init__(self, config: ScOTConfig):
@@ -238,6 +271,10 @@ class ScOT(nn.Module):
         )
         self.patch_recovery = PatchRecovery(cfg)
         self.apply(self._init_weights)
+        # the time-conditioned norms, numbered: their γ(t), β(t) are computed together once per forward
+        self._norms = tuple(m for m in self.modules() if isinstance(m, TimeConditionedLayerNorm)
+                            and m.time_conditioning)
+        assign_slots(self._norms)
 
     def _init_weights(self, m: nn.Module) -> None:
         """Upstream's init (HF Swinv2PreTrainedModel): N(0, 0.02) weights, zero biases; our norms start at γ=1."""
@@ -246,7 +283,7 @@ class ScOT(nn.Module):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
-    # ---- input checks ----------------------------------------------------------------------------------
+    # ---- input checks (Python ints only; no host sync unless SCIFORMER_CHECK_FINITE=1) -------------------
     def _check(self, x: torch.Tensor, t: torch.Tensor | None) -> None:
         cfg = self.config
         if x.ndim != 4:
@@ -259,13 +296,11 @@ class ScOT(nn.Module):
         if min(x.shape[2:]) < cfg.patch_size:
             raise DataError(f"grid {tuple(x.shape[2:])} is smaller than one {cfg.patch_size}×{cfg.patch_size} "
                             f"patch; scOT needs at least {cfg.patch_size} points per axis")
-        if not bool(torch.isfinite(x).all()):
-            raise DataError("scOT input contains NaN or infinite values")
-        if t is not None:
-            if t.ndim != 1 or t.shape[0] != x.shape[0]:
-                raise DataError(f"lead time t must have shape [B]=[{x.shape[0]}], got {tuple(t.shape)}")
-            if not bool(torch.isfinite(t).all()):
-                raise DataError("lead time t contains NaN or infinite values")
+        if t is not None and (t.ndim != 1 or t.shape[0] != x.shape[0]):
+            raise DataError(f"lead time t must have shape [B]=[{x.shape[0]}], got {tuple(t.shape)}")
+        # NaN/Inf: only as an opt-in debug check (a host sync each); the data side checks what it reads
+        require_finite(x, "scOT input contains NaN or infinite values")
+        require_finite(t, "lead time t contains NaN or infinite values")
 
     def _run(self, module: nn.Module, *args):
         if compiled_enabled() and module._compiled_call_impl is None:
@@ -280,22 +315,33 @@ class ScOT(nn.Module):
         """x [B, C_in, H, W], t [B] lead time or None (steady: t = 1) -> [B, C_out, H, W]."""
         self._check(x, t)
         size = tuple(x.shape[-2:])
+        fused = use_training_tables(self.training)
+        if self._norms and fused:  # eager training: every norm's γ(t), β(t) in one product
+            t = modulations(self._norms, t) or t
         z = self.embeddings(x, t)  # [B, h, w, E]
+        levels = len(self.encoder)
+        tables: list = [(None, None)] * levels  # per level: (encoder's, decoder's)
+        if fused:  # eager training: both stages of a level share one batched table computation
+            h, w = z.shape[1:3]
+            for i in range(levels):
+                pair = [self.encoder[i], self.decoder[levels - 1 - i]]
+                if plain_parameters(pair):  # (FSDP2-sharded stages compute their own, parameters gathered)
+                    tables[i] = level_tables(pair, h, w, x.device, True)
+                h, w = h if i == levels - 1 else -(-h // 2), w if i == levels - 1 else -(-w // 2)
         skips = []
-        for stage in self.encoder:
-            z, s = self._run(stage, z, t)
+        for i, stage in enumerate(self.encoder):
+            z, s = self._run(stage, z, t, tables[i][0])
             skips.append(s)
         for i, blocks in enumerate(self.skips):
             for block in blocks:
                 skips[i] = block(skips[i], t)
         d = skips[-1]
-        levels = len(skips)
         for k, stage in enumerate(self.decoder):
             level = levels - 1 - k
             if k:
                 d = d + skips[level]
             up = tuple(skips[level - 1].shape[1:3]) if level else None
-            d = self._run(stage, d, t, up)
+            d = self._run(stage, d, t, up, tables[level][1])
         out = self.patch_recovery(d, size)
         if self.config.residual:
             out = out + x[:, : self.config.out_channels]

@@ -50,6 +50,9 @@ class FamilySpec:
     sized_by_data: config fields the data decides (channel counts): a pretrained model is rebuilt with the
         data's values and its channel tensors adapted; every other field keeps the checkpoint's value (an
         iTransformer's lookback is checked against the data, never silently changed).
+    blocks: the modules (full-name pattern) that are the units of FSDP2 sharding, activation checkpointing and
+        ``compile: blocks`` (``sciformer.parallel``): each is called as a whole in forward and owns every
+        parameter it reads; the rest of the model is sharded at the root.
     """
 
     kind: str
@@ -60,12 +63,13 @@ class FamilySpec:
     lora_targets: str = NOTHING
     lr_groups: Mapping[str, str] = field(default_factory=dict)
     no_weight_decay: str = NOTHING
+    blocks: str = NOTHING
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"FamilySpec kind must be one of {KINDS}, not {self.kind!r}")
-        for p in (self.adapters, self.time_conditioning, self.lora_targets, self.no_weight_decay, *self.lr_groups.values(),
-                  *(c.pattern for c in self.channels)):
+        for p in (self.adapters, self.time_conditioning, self.lora_targets, self.no_weight_decay, self.blocks,
+                  *self.lr_groups.values(), *(c.pattern for c in self.channels)):
             re.compile(p)
 
     def channel_tensor(self, name: str) -> ChannelTensors | None:
@@ -80,6 +84,14 @@ class FamilySpec:
 
     def takes_weight_decay(self, name: str, ndim: int) -> bool:
         return ndim >= 2 and re.search(self.no_weight_decay, name) is None
+
+    def block_modules(self, model: nn.Module) -> list[tuple[str, nn.Module]]:
+        """The ``blocks`` of ``model`` in forward order of registration; a block inside a block is not listed."""
+        found: list[tuple[str, nn.Module]] = []
+        for name, module in model.named_modules():
+            if name and re.fullmatch(self.blocks, name) and not any(name.startswith(f + ".") for f, _ in found):
+                found.append((name, module))
+        return found
 
 
 def spec_of(model: nn.Module | type[nn.Module]) -> FamilySpec:

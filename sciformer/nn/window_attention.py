@@ -25,12 +25,15 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from sciformer.kernels import window_attention as fused  # dispatch: the reference or a fused fast path
+from sciformer.kernels.dispatch import mode
+from sciformer.kernels.linear import Linear, linear  # nn.Linear / F.linear, through oneDNN on CPU float32
 from sciformer.nn.conditional_norm import TimeConditionedLayerNorm
 
 # HF's Swinv2SelfAttention adds its −100 shift mask twice, so upstream scOT effectively uses −200; we match it.
@@ -102,22 +105,26 @@ class WindowAttention(nn.Module):
         if dim % heads:
             raise ValueError(f"dim {dim} is not a multiple of heads {heads}")
         self.dim, self.heads = dim, heads
-        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.qkv = Linear(dim, 3 * dim, bias=False)
         self.q_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
         self.v_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
         self.logit_scale = nn.Parameter(torch.full((heads, 1, 1), math.log(10.0)))
         self.cpb_mlp = nn.Sequential(nn.Linear(2, cpb_hidden), nn.ReLU(), nn.Linear(cpb_hidden, heads, bias=False))
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
 
     def forward(self, x: torch.Tensor, wh: int, ww: int, mask: torch.Tensor | None,
-                tables: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                tables: tuple[torch.Tensor, torch.Tensor] | TrainingTables | None = None) -> torch.Tensor:
         """x: [B, nW, N, C] window tokens -> [B, nW, N, C]; ``tables``: this layer's entry of
-        ``attention_tables`` when a stage computed them for all its layers at once."""
+        ``attention_tables`` (or of ``training_tables``) when a stage computed them for all its layers at once."""
         b, nw, n, c = x.shape
+        if isinstance(tables, TrainingTables):  # eager training: fused normalisation and attention
+            qkv = linear(x, self.qkv.weight, tables.qkv_bias)
+            out = fused.attention_from_qkv(qkv, self.heads, tables.scale, tables.s2, tables.inv_s2sq, tables.add)
+            return self.proj(out.transpose(2, 3).reshape(b, nw, n, c))
         bias = None
         if self.q_bias is not None:
             bias = torch.cat((self.q_bias, torch.zeros_like(self.q_bias), self.v_bias))
-        qkv = F.linear(x, self.qkv.weight, bias).view(b, nw, n, 3, self.heads, c // self.heads)
+        qkv = linear(x, self.qkv.weight, bias).view(b, nw, n, 3, self.heads, c // self.heads)
         # unbind before transposing: its backward stacks the gradients straight into qkv's layout (no copy)
         q, k, v = (u.transpose(2, 3) for u in qkv.unbind(3))  # each [B, nW, heads, N, d]
         scale, position_bias = tables if tables is not None else attention_tables([self], wh, ww, x.device)[0]
@@ -131,6 +138,13 @@ def _stacked(tensors: list[torch.Tensor]) -> torch.Tensor:
 
 def attention_tables(layers: Sequence[WindowAttention], wh: int, ww: int,
                      device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per layer: ``(scale [heads, 1, 1], bias [heads, N, N])``, see ``_stacked_tables``."""
+    scale, bias = _stacked_tables(layers, wh, ww, device)
+    return list(zip(scale.unbind(0), bias.unbind(0)))
+
+
+def _stacked_tables(layers: Sequence[WindowAttention], wh: int, ww: int,
+                    device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Per layer: the logit scale ``exp(min(logit_scale, log 100))`` [heads, 1, 1] and the position bias
     16·σ(MLP(relative coordinates)) per (query, key) pair [heads, N, N].
 
@@ -153,7 +167,64 @@ def attention_tables(layers: Sequence[WindowAttention], wh: int, ww: int,
     u = t.unfold(2, wh, 1).unfold(3, ww, 1)  # [L, heads, wh, ww, wh, ww]
     bias = u.flip(4, 5).reshape(len(layers), heads, wh * ww, wh * ww)
     scale = torch.clamp(_stacked([a.logit_scale for a in layers]), max=LOGIT_SCALE_MAX).exp()
-    return list(zip(scale.unbind(0), bias.unbind(0)))
+    return scale, bias
+
+
+class TrainingTables(NamedTuple):
+    """One layer's share of the per-stage tables of the eager training path (``training_tables``)."""
+
+    qkv_bias: torch.Tensor | None  # [3C]: (q_bias, 0, v_bias)
+    scale: torch.Tensor            # [heads, 1, 1]: exp(min(logit_scale, log 100))
+    s2: torch.Tensor               # [2, heads, 1]: (scale, 1), no gradient
+    inv_s2sq: torch.Tensor         # [2, heads, 1]: 1 / s2², no gradient
+    add: torch.Tensor              # [nW or 1, heads, N, N]: position bias + shift/padding mask
+
+
+def use_training_tables(training: bool) -> bool:
+    """The fused eager training path: a module in training mode with gradients wanted, not traced (compile,
+    export) and kernel mode ``auto`` (``reference`` keeps the previous path, the "before" of a comparison;
+    ``compile`` compiles the plain one). Evaluation and export take the SDPA path."""
+    return (training and torch.is_grad_enabled() and not torch.compiler.is_compiling()
+            and not torch.compiler.is_exporting() and not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
+            and mode() == "auto")
+
+
+@functools.lru_cache(maxsize=64)
+def _constant(value: float, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A cached constant tensor (no fill kernel per step)."""
+    return torch.full(shape, value, dtype=dtype, device=device)
+
+
+@functools.lru_cache(maxsize=64)
+def stacked_masks(masks: tuple[torch.Tensor | None, ...]) -> torch.Tensor | None:
+    """The layers' masks stacked [L, nW, N, N] (a layer without one gets zeros), or None if no layer has one."""
+    first = next((m for m in masks if m is not None), None)
+    if first is None:
+        return None
+    return torch.stack([torch.zeros_like(first) if m is None else m for m in masks])
+
+
+def training_tables(layers: Sequence[WindowAttention], wh: int, ww: int, masks: Sequence[torch.Tensor | None],
+                    device: torch.device) -> list[TrainingTables]:
+    """``attention_tables`` for the eager training path, per stage: also the layers' (q, 0, v) biases in one
+    concatenation, the scales as (s; 1) pairs, and bias + mask per distinct mask in one addition each.
+
+    Why: each of these is then a few kernels per stage instead of a few per layer (the GPU step is launch-bound).
+    """
+    scale, bias = _stacked_tables(layers, wh, ww, device)  # [L, heads, 1, 1], [L, heads, N, N]
+    n_layers = len(layers)
+    s = scale.detach()[..., 0]
+    s2 = torch.stack((s, _constant(1.0, tuple(s.shape), s.dtype, s.device)), 1)  # [L, 2, heads, 1]
+    inv_s2sq = s2.pow(-2)
+    qkv_bias = [None] * n_layers
+    if layers[0].q_bias is not None:
+        q = layers[0].q_bias
+        zeros = _constant(0.0, tuple(q.shape), q.dtype, q.device)
+        qkv_bias = torch.cat([u for a in layers for u in (a.q_bias, zeros, a.v_bias)]).view(n_layers, -1).unbind(0)
+    stacked = stacked_masks(tuple(masks))  # cached per grid: one addition for all layers
+    add = bias[:, None] if stacked is None else bias[:, None] + stacked[:, :, None].to(bias.dtype)
+    return [TrainingTables(*u) for u in zip(qkv_bias, scale.unbind(0), s2.unbind(0), inv_s2sq.unbind(0),
+                                            add.unbind(0))]
 
 
 def window_partition(x: torch.Tensor, wh: int, ww: int) -> torch.Tensor:
@@ -199,8 +270,8 @@ class SwinV2Block(nn.Module):
         self.attn = WindowAttention(dim, heads, qkv_bias)
         self.norm1 = TimeConditionedLayerNorm(dim, time_conditioning, eps)
         hidden = int(mlp_ratio * dim)
-        self.fc1 = nn.Linear(dim, hidden)
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc1 = Linear(dim, hidden)
+        self.fc2 = Linear(hidden, dim)
         self.norm2 = TimeConditionedLayerNorm(dim, time_conditioning, eps)
         self.drop_path = DropPath(drop_path)
 

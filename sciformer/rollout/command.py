@@ -49,7 +49,7 @@ def rollout(*, ckpt: Path, data: Path, split: str = "test", steps: int | None = 
             trajectories: int | None = None, batch_size: int = 16, device: str = "auto", bf16: bool = False,
             compile: bool = False, blowup_factor: float = 10.0, correlation_threshold: float = 0.8,
             plot_steps: list[int] | None = None, pad_missing: bool = False,
-            splits: tuple[float, float, float] = (0.8, 0.1, 0.1),
+            splits: tuple[float, float, float] = (0.8, 0.1, 0.1), logger: str = "none",
             out: Path = Path("runs/rollout/rollout.zarr")) -> Path:
     """Roll a trained operator model out over a store's trajectories; write predictions, metrics and plots.
 
@@ -82,6 +82,8 @@ def rollout(*, ckpt: Path, data: Path, split: str = "test", steps: int | None = 
         plot_steps: steps shown in the snapshot and spectrum plots (default: first, 1/3, 2/3, last).
         pad_missing: hold variables the model knows but the store lacks at their mean (mixture padding).
         splits: train/val/test fractions of the trajectories (as the data module's).
+        logger: none | tensorboard (events beside OUT, in tensorboard/) | wandb (offline unless WANDB_MODE says
+            otherwise): the plots also go there as images, the metrics as a table and per-step scalars.
         out: output dataset (*.zarr).
 
     Example:
@@ -92,6 +94,9 @@ def rollout(*, ckpt: Path, data: Path, split: str = "test", steps: int | None = 
     check_flags(split=split, steps=steps, mode=mode, jump=jump, stride=stride, start=start, history=history,
                 trajectories=trajectories, batch_size=batch_size, blowup_factor=blowup_factor,
                 correlation_threshold=correlation_threshold, splits=splits)
+    from sciformer import loggers
+
+    loggers.check(logger)
     if is_series_store(data):  # a forecasting model: roll its horizon forward over the series' windows
         if steps is None:
             raise DataError(f"{data} is a series store: give --steps (the forecast length to roll out to)")
@@ -99,8 +104,18 @@ def rollout(*, ckpt: Path, data: Path, split: str = "test", steps: int | None = 
         res = rollout_series(ckpt, data, length=steps, split=split, batch_size=batch_size, out=summary_file)
         print(f"series rollout: {res['windows']} windows, {steps} steps; summary: {summary_file}")
         return summary_file
-    return rollout_fields(ckpt=ckpt, data=data, split=split, steps=steps, mode=mode, jump=jump, stride=stride,
+    path = rollout_fields(ckpt=ckpt, data=data, split=split, steps=steps, mode=mode, jump=jump, stride=stride,
                           start=start, history=history, trajectories=trajectories, batch_size=batch_size,
                           device=device, bf16=bf16, compile=compile, blowup_factor=blowup_factor,
                           correlation_threshold=correlation_threshold, plot_steps=plot_steps,
                           pad_missing=pad_missing, splits=splits, out=out)
+    if (log := loggers.open_logger(logger, Path(out).parent, f"rollout {Path(out).parent.name}")) is not None:
+        import json
+
+        from sciformer.rollout.output import log_outputs
+
+        try:
+            log_outputs(log, Path(out).parent, json.loads((Path(out).parent / "summary.json").read_text()))
+        finally:
+            log.close()
+    return path

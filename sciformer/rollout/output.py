@@ -69,3 +69,34 @@ def write_plots(directory: Path, title: str, summary: dict[str, Any], variables:
     report.plot_snapshots({v: np.stack(a) for v, a in snaps["truth"].items()},
                           {v: np.stack(a) for v, a in snaps["pred"].items()}, shown, directory / "snapshots.png",
                           title=f"{title}, trajectory {trajectory}")
+
+
+PLOTS = ("error_growth", "snapshots", "spectra")
+
+
+def log_outputs(logger, directory: Path, summary: dict[str, Any]) -> list[str]:
+    """Send the rollout's plots (images), its per-variable table and its per-step mean metrics (scalars, step =
+    rollout step) to a ``sciformer.loggers`` logger; returns the tags sent."""
+    sent = []
+    for name in PLOTS:
+        if (directory / f"{name}.png").is_file():
+            logger.image(f"rollout/{name}", directory / f"{name}.png")
+            sent.append(f"rollout/{name}")
+    per_step = summary.get("per_step") or {}
+    if per_step:
+        base = (summary.get("baseline_persistence") or {}).get("per_step", {})
+        rows = []
+        for metric, by_var in per_step.items():
+            for var, values in by_var.items():
+                last = values[-1] if values else None
+                b = base.get(metric, {}).get(var, [None])[-1] if base else None
+                rows.append([metric, var, values[0] if values else None, last, b])
+        logger.table("rollout/metrics", ["metric", "variable", "first step", "last step", "persistence, last step"],
+                     rows)
+        sent.append("rollout/metrics")
+        for metric, by_var in per_step.items():
+            for step, value in enumerate(by_var.get("mean", []), start=1):
+                if value is not None:
+                    logger.scalar(f"rollout/{metric}_mean", value, step)
+            sent.append(f"rollout/{metric}_mean")
+    return sent

@@ -17,9 +17,9 @@ import lightning as L
 import torch
 from torch import nn
 
-from sciformer import checkpoints, models
+from sciformer import checkpoints, models, parallel
 from sciformer.adaptation import adapt, check_mode
-from sciformer.errors import CheckpointError
+from sciformer.errors import CheckpointError, ConfigError
 from sciformer.models.spec import spec_of
 from sciformer.nn.lora import lora_description
 
@@ -51,6 +51,13 @@ class BaseTask(L.LightningModule):
             channels are adapted to ``data_spec`` by variable name (``sciformer.adaptation.adapt``).
         finetune_mode: "full" | "frozen-latent" | "lora" (with ``pretrained``).
         lora_rank: rank of the LoRA updates (mode "lora").
+        compile: "none" | "model" (the whole forward, one graph) | "blocks" (each block of the family's spec);
+            ``torch.compile(fullgraph=True, dynamic=False)`` with a persistent cache (``sciformer.parallel``).
+        cudagraphs: capture CUDA graphs of the compiled code (reduce-overhead mode; CUDA, static shapes, no FSDP2).
+        activation_checkpointing: recompute each block's forward in the backward pass (less activation memory).
+
+    Under Lightning's ``ModelParallelStrategy`` the model is sharded with FSDP2 per block, then at the root
+    (``configure_model``); ``bf16-mixed`` then gathers bf16 parameters and reduces gradients in fp32.
     """
 
     def __init__(
@@ -67,7 +74,11 @@ class BaseTask(L.LightningModule):
         pretrained: str | None = None,
         finetune_mode: str = "full",
         lora_rank: int = 8,
+        compile: str = "none",
+        cudagraphs: bool = False,
+        activation_checkpointing: bool = False,
     ):
+        parallel.check_options(compile, cudagraphs, activation_checkpointing)
         super().__init__()
         self.save_hyperparameters()
         self.model = self.build_model()
@@ -93,6 +104,30 @@ class BaseTask(L.LightningModule):
 
     def forward(self, *args, **kwargs):
         return self.model(*args, **kwargs)
+
+    def configure_model(self) -> None:
+        """FSDP2 under ``ModelParallelStrategy``, activation checkpointing and compilation of ``self.model``,
+        applied once (Lightning calls this hook for every fit/validate/test) by ``sciformer.parallel``."""
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        hp = self.hparams
+        strategy = self.trainer.strategy
+        fsdp = isinstance(strategy, ModelParallelStrategy)
+        if not fsdp and hp.compile == "none" and not hp.activation_checkpointing:
+            return
+        if fsdp:  # only the wrapped network is sharded; its gradients are the only ones FSDP2 reduces
+            stray = [n for n, p in self.named_parameters() if p.requires_grad and not n.startswith("model.")]
+            if stray:
+                raise ConfigError(f"{type(self).__name__} trains parameters outside its model ({stray[:3]}), "
+                                  "which FSDP2 would not synchronise; use strategy ddp")
+        parallel.parallelize(self.model, mesh=self.device_mesh if fsdp else None, precision=str(self.trainer.precision),
+                             compile=hp.compile, cudagraphs=hp.cudagraphs,
+                             activation_checkpointing=hp.activation_checkpointing,
+                             device_type=strategy.root_device.type)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        if self.hparams.get("cudagraphs"):  # a new step: the previous step's graph outputs may be overwritten
+            torch.compiler.cudagraph_mark_step_begin()
 
     # ---- steps ---------------------------------------------------------------------------------
     def step(self, batch: Any, stage: str) -> torch.Tensor:
@@ -146,7 +181,7 @@ class BaseTask(L.LightningModule):
         checkpoint["sciformer_rng"] = {"torch": torch.get_rng_state()}
         checkpoint["sciformer_task"] = type(self).__name__
         checkpoint["sciformer_model"] = {
-            "class": type(self.model).__name__,
+            "class": parallel.family_class(self.model).__name__,  # not FSDP2's FSDP<class>
             "config": dataclasses.asdict(self.model.config),
             "lora": lora_description(self.model),  # None, or what `sciformer export` needs to merge the updates
         }

@@ -41,11 +41,11 @@ class ForecastTask(BaseTask):
                  schedule: str = "halving", warmup_steps: int = 0, min_lr_ratio: float = 0.0,
                  mase_seasonality: int = 1, lr_groups: dict[str, float] | None = None,
                  data_spec: dict[str, Any] | None = None, pretrained: str | None = None,
-                 finetune_mode: str = "full", lora_rank: int = 8):
+                 finetune_mode: str = "full", lora_rank: int = 8, **options: Any):
         if schedule not in ("halving", "cosine"):
             raise ConfigError(f"model.init_args.schedule={schedule!r}: use 'halving' or 'cosine'")
         super().__init__(model, model_options, lr, weight_decay, betas, warmup_steps, min_lr_ratio, lr_groups,
-                         data_spec, pretrained, finetune_mode, lora_rank)
+                         data_spec, pretrained, finetune_mode, lora_rank, **options)
         self._check_windows()
         self.quantiles = list(self.model.config.quantiles)
         self.median = min(range(len(self.quantiles)), key=lambda i: abs(self.quantiles[i] - 0.5)) \

@@ -106,9 +106,9 @@ class AutoencoderTask(BaseTask):
                  weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999), warmup_steps: int = 0,
                  min_lr_ratio: float = 1.0, lr_groups: dict[str, float] | None = None,
                  data_spec: dict[str, Any] | None = None, pretrained: str | None = None,
-                 finetune_mode: str = "full", lora_rank: int = 8):
+                 finetune_mode: str = "full", lora_rank: int = 8, **options: Any):
         super().__init__(model, model_options, lr, weight_decay, betas, warmup_steps, min_lr_ratio, lr_groups,
-                         data_spec, pretrained, finetune_mode, lora_rank)
+                         data_spec, pretrained, finetune_mode, lora_rank, **options)
         if init_from:
             ae, spec = _autoencoder_from_checkpoint(init_from)
             if spec["config"] != asdict(self.model.config):
@@ -202,9 +202,9 @@ class LatentFlowTask(BaseTask):
                  method: str = "euler", lr: float = 1e-4, weight_decay: float = 0.0,
                  betas: tuple[float, float] = (0.9, 0.999), warmup_steps: int = 0, min_lr_ratio: float = 1.0,
                  lr_groups: dict[str, float] | None = None, data_spec: dict[str, Any] | None = None,
-                 pretrained: str | None = None, finetune_mode: str = "full", lora_rank: int = 8):
+                 pretrained: str | None = None, finetune_mode: str = "full", lora_rank: int = 8, **options: Any):
         super().__init__(model, model_options, lr, weight_decay, betas, warmup_steps, min_lr_ratio, lr_groups,
-                         data_spec, pretrained, finetune_mode, lora_rank)
+                         data_spec, pretrained, finetune_mode, lora_rank, **options)
         self.register_buffer("latent_std", torch.zeros(()))
 
     def build_model(self):

@@ -62,11 +62,12 @@ class OperatorTask(BaseTask):
         pretrained: str | None = None,
         finetune_mode: str = "full",
         lora_rank: int = 8,
+        **options: Any,
     ):
         if loss not in ("rel_l1", "rel_l2", "mse"):
             raise ConfigError(f"model.init_args.loss: {loss!r} is not a loss; use rel_l1, rel_l2 or mse")
         super().__init__(model, model_options, lr, weight_decay, betas, warmup_steps, min_lr_ratio,
-                         lr_groups, data_spec, pretrained, finetune_mode, lora_rank)
+                         lr_groups, data_spec, pretrained, finetune_mode, lora_rank, **options)
         spec = data_spec or {}
         self.outputs: list[str] = list(spec.get("outputs", []))
         names = channel_groups or default_channel_groups(self.outputs)

@@ -23,11 +23,11 @@ class PropertyTask(BaseTask):
                  loss: str = "l1", lr: float = 1e-3, weight_decay: float = 0.0,
                  betas: tuple[float, float] = (0.9, 0.999), warmup_steps: int = 100, min_lr_ratio: float = 0.01,
                  lr_groups: dict[str, float] | None = None, data_spec: dict[str, Any] | None = None,
-                 pretrained: str | None = None, finetune_mode: str = "full", lora_rank: int = 8):
+                 pretrained: str | None = None, finetune_mode: str = "full", lora_rank: int = 8, **options: Any):
         if loss not in ("l1", "mse"):
             raise ConfigError(f"model.init_args.loss={loss!r}: use 'l1' or 'mse'")
         super().__init__(model, model_options, lr, weight_decay, betas, warmup_steps, min_lr_ratio, lr_groups,
-                         data_spec, pretrained, finetune_mode, lora_rank)
+                         data_spec, pretrained, finetune_mode, lora_rank, **options)
 
     def model_overrides(self) -> dict[str, Any]:
         props = (self.hparams.data_spec or {}).get("properties", [])

@@ -79,7 +79,8 @@ def test_mixture_with_masks_and_lazy_netcdf(tmp_path):
     torch.testing.assert_close(ns["mask"], torch.tensor([0.0, 1.0, 1.0, 0.0]))
     assert torch.all(ns["x"][0] == 0) and torch.all(ns["y"][3] == 0)  # padded channels are zeros
     u = spec["stats"]["u"]
-    np.testing.assert_allclose(ns["y"][1], (vel[0, 1, 0] - u["mean"]) / u["std"], rtol=1e-5, atol=1e-5)
+    # NS-SL is read transposed, as Poseidon's ShearLayer does (tests/data/test_upstream_poseidon.py)
+    np.testing.assert_allclose(ns["y"][1], (vel[0, 1, 0].T - u["mean"]) / u["std"], rtol=1e-5, atol=1e-5)
     # pooled u statistics over both sources
     ce_u = dm.sources[0].stats["u"]
     assert u["mean"] != ce_u["mean"]

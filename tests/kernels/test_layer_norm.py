@@ -97,3 +97,21 @@ def test_autocast_computes_in_float32():
     assert y.dtype == torch.float32
     expected = layer_norm.reference(x.detach().bfloat16().float(), t, *params, 1e-5)
     torch.testing.assert_close(y, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("batch_gb", [3, 1])
+def test_precomputed_gamma_beta_backward_equals_autograd(batch_gb):
+    """``layer_norm_gamma_beta`` (γ, β per sample given as gb [B, 2, C], or [1, 2, C] shared): value and
+    gradients of x and gb equal autograd of ``LN(x)·γ + β`` in float64."""
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(3, 4, 5, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    gb = torch.randn(batch_gb, 2, 8, generator=g, dtype=torch.float64, requires_grad=True)
+    cot = torch.randn(3, 4, 5, 8, generator=g, dtype=torch.float64)
+    shape = (batch_gb, 1, 1, 8)
+    ref = F.layer_norm(x, (8,), eps=1e-5) * gb[:, 0].reshape(shape) + gb[:, 1].reshape(shape)
+    y = layer_norm.layer_norm_gamma_beta(x, gb, 1e-5)
+    torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
+    for a, e in zip(torch.autograd.grad(y, (x, gb), cot), torch.autograd.grad(ref, (x, gb), cot)):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():  # inference: the plain formula
+        torch.testing.assert_close(layer_norm.layer_norm_gamma_beta(x, gb, 1e-5), ref, rtol=1e-12, atol=1e-12)

@@ -87,3 +87,51 @@ def test_window_attention_module_routes_through_the_kernel(monkeypatch):
         out = attn(x, 4, 4, mask)
     assert calls == ["reference"]
     torch.testing.assert_close(out, ref)
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 2e-5)])
+def test_fused_training_path_equals_the_reference(dtype, tol):
+    """``attention_from_qkv`` (q, k normalised together, hand-written backward, one gradient buffer) against the
+    reference on the split projection: output and gradients of qkv, the logit scale and the additive table; an
+    all-zero token (zero padding) is included: its key is exactly 0 and gets the reference's gradient."""
+    g = torch.Generator().manual_seed(3)
+    b, nw, heads, win, d = 2, 4, 3, 4, 8
+    n, c = win * win, heads * d
+    qkv = torch.randn(b, nw, n, 3 * c, generator=g, dtype=dtype)
+    qkv[1, 2, 5, c:2 * c] = 0.0  # a zero key row
+    qkv.requires_grad_()
+    scale = (torch.rand(heads, 1, 1, generator=g, dtype=dtype) * 9 + 1).requires_grad_()
+    bias = (16 * torch.rand(heads, n, n, generator=g, dtype=dtype)).requires_grad_()
+    mask = attention_mask(2 * win - 1, 2 * win - 1, win, win, win // 2, win // 2, torch.device("cpu")).to(dtype)
+    cot = torch.randn(b, nw, heads, n, d, generator=g, dtype=dtype)
+
+    def ref(qkv, scale, bias):
+        q, k, v = (u.transpose(2, 3) for u in qkv.view(b, nw, n, 3, heads, d).unbind(3))
+        return wa.reference(q, k, v, scale, bias, mask)
+
+    def fused(qkv, scale, bias):
+        s2 = torch.stack((scale.detach()[..., 0], torch.ones(heads, 1, dtype=dtype)))
+        return wa.attention_from_qkv(qkv, heads, scale, s2, s2.pow(-2), bias + mask[:, None])
+
+    y_ref, y = ref(qkv, scale, bias), fused(qkv, scale, bias)
+    torch.testing.assert_close(y, y_ref, rtol=tol, atol=tol)
+    g_ref = torch.autograd.grad(y_ref, (qkv, scale, bias), cot)
+    g_fused = torch.autograd.grad(y, (qkv, scale, bias), cot)
+    for a, e in zip(g_fused, g_ref):
+        torch.testing.assert_close(a, e, rtol=tol, atol=tol * max(1.0, e.abs().max().item()))
+
+
+def test_fused_training_path_under_bf16_autocast():
+    """Under CPU bf16 autocast the fused path runs (bf16 products) and stays close to the float32 result."""
+    g = torch.Generator().manual_seed(4)
+    heads, n, d = 2, 16, 8
+    qkv = torch.randn(2, 1, n, 3 * heads * d, generator=g, requires_grad=True)
+    scale = torch.full((heads, 1, 1), 5.0, requires_grad=True)
+    add = torch.randn(1, heads, n, n, generator=g, requires_grad=True)
+    s2 = torch.stack((scale.detach()[..., 0], torch.ones(heads, 1)))
+    y32 = wa.attention_from_qkv(qkv, heads, scale, s2, s2.pow(-2), add)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y16 = wa.attention_from_qkv(qkv.bfloat16(), heads, scale, s2, s2.pow(-2), add)
+    y16.float().sum().backward()
+    assert y16.dtype == torch.bfloat16 and qkv.grad is not None and scale.grad is not None
+    torch.testing.assert_close(y16.float(), y32, rtol=5e-2, atol=5e-2)

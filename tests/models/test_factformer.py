@@ -111,7 +111,8 @@ def test_runs_on_other_resolutions_and_nonuniform_grids():
         m(x, coords=[cx, torch.arange(4) / 4])
 
 
-def test_bad_input_is_a_clear_error():
+def test_bad_input_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("SCIFORMER_CHECK_FINITE", "1")  # the NaN check is an opt-in debug check (a host sync)
     m3 = _tiny(spatial_dims=3)
     with pytest.raises(DataError, match="3 spatial axes"):
         m3(torch.randn(1, 3, 8, 8), None)  # 2-D data into a 3-D model

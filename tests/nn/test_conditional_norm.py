@@ -44,3 +44,28 @@ def test_fresh_norm_is_a_layernorm_and_unconditioned_ignores_t():
 def test_parameter_count_matches_upstream_linear_pair():
     # Poseidon's ConditionalLayerNorm is two nn.Linear(1, C): 4C parameters.
     assert sum(p.numel() for p in TimeConditionedLayerNorm(48).parameters()) == 4 * 48
+
+
+@pytest.mark.parametrize("steady", [False, True])
+def test_network_modulation_equals_each_norms_own(steady):
+    """γ(t), β(t) of all norms from one product (``modulations``), through the hand-written backward: the same
+    outputs and the same gradients of x and of all four parameters of every norm as each norm on its own."""
+    from sciformer.nn.conditional_norm import assign_slots, modulations
+
+    norms = [_randomised(8), _randomised(12)]
+    for i, n in enumerate(norms):  # different parameters per norm
+        for p in n.parameters():
+            p.data.mul_(1.0 + i)
+    assign_slots(norms)
+    xs = [torch.randn(3, 5, 8, dtype=torch.float64, requires_grad=True),
+          torch.randn(3, 2, 4, 12, dtype=torch.float64, requires_grad=True)]
+    t = None if steady else torch.tensor([0.0, 0.35, 1.0], dtype=torch.float64)
+    cot = [torch.randn_like(x) for x in xs]
+    results = []
+    for shared in (False, True):
+        cond = modulations(norms, t) if shared else t
+        loss = sum((n(x, cond) * c).sum() for n, x, c in zip(norms, xs, cot))
+        params = [p for n in norms for p in n.parameters()]
+        results.append(torch.autograd.grad(loss, xs + params))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)

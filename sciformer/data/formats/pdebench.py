@@ -4,10 +4,16 @@
   [B, 1, X, Y] (steady ``solution``) with ``nu`` [B, X, Y] (``coefficient``); coordinates ``x-coordinate``,
   ``y-coordinate``, ``t-coordinate``.
 - per variable: ``density, pressure, Vx, Vy(, Vz)`` [B, T, X(, Y, Z)] → ``rho, p, u, v(, w)``.
-- incompressible NS: ``velocity`` [B, T, X, Y, 2] → ``u, v``; ``particles`` [B, T, X, Y, 1] → ``particles``.
+- incompressible NS (``ns_incom_*.h5``, ``data_gen/src/data_io.py``): ``velocity`` [B, T, X, Y, 2] → ``u, v``;
+  ``particles`` [B, T, X, Y, 1] → ``particles``; ``force`` [B, X, Y, 2] → ``force_x, force_y`` (static
+  ``forcing``); ``t`` [B, T], one row per trajectory: one shared time axis when the rows agree, per-trajectory
+  time grids (``trajectory_time``) when they differ; boundary conditions from the ``config`` attribute's
+  ``velocity_extrapolation`` (phiflow ZERO → dirichlet, PERIODIC → periodic, BOUNDARY → neumann).
 - per sample groups ``"0000"…``: ``data`` [T, X(, Y), C] with ``grid/x``, ``grid/y``, ``grid/t``; channel names
   from ``channels=a,b`` (default ``h`` for shallow water ``rdb``, ``u, v`` for ``diff-react``, else ``data_<k>``).
 A ``t-coordinate`` with one entry more than the snapshots (as some PDEBench files have) is cut to the snapshots.
+Boundary conditions: ``bc=`` if given, else what the file name states (``periodic``; ``trans``, transmissive,
+→ ``open``), else ``unspecified``.
 """
 
 from __future__ import annotations
@@ -21,6 +27,44 @@ from sciformer.errors import DataError
 
 RENAME = {"density": "rho", "pressure": "p", "Vx": "u", "Vy": "v", "Vz": "w"}
 AXES = ("x", "y", "z")
+NAME_BCS = {"periodic": "periodic", "trans": "open"}  # file-name tokens (e.g. 2D_CFD_Rand_..._periodic_128)
+PHIFLOW_BCS = {"ZERO": "dirichlet", "PERIODIC": "periodic", "BOUNDARY": "neumann"}
+
+
+def _name_bc(stem: str) -> str | None:
+    import re
+
+    found = {NAME_BCS[t] for t in re.split(r"[_\-.]", stem.lower()) if t in NAME_BCS}
+    return found.pop() if len(found) == 1 else None
+
+
+def _config(f) -> dict:
+    """The generator's Hydra config (YAML in attr ``config``), or {}."""
+    import yaml
+
+    raw = f.attrs.get("config")
+    if raw is None:
+        return {}
+    try:
+        out = yaml.safe_load(raw.decode() if isinstance(raw, bytes) else str(raw))
+    except yaml.YAMLError:
+        return {}
+    return out if isinstance(out, dict) else {}
+
+
+def _row_times(path, f, n: int, n_time: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """NS-incom's ``t`` [B, T]: (shared time, None) when every row agrees, else (row 0, per-trajectory rows)."""
+    t = np.asarray(f["t"][...], dtype=np.float64)
+    if t.ndim == 1 and len(t) == n_time:
+        return t, None
+    if t.shape != (n, n_time):
+        raise DataError(f"{path}: 't' has shape {t.shape}; expected [B, T] = {(n, n_time)} (one row of snapshot times "
+                        "per trajectory, as PDEBench's ns_incom files store it)")
+    if not np.isfinite(t).all() or (t.shape[1] > 1 and not (np.diff(t, axis=1) > 0).all()):
+        raise DataError(f"{path}: 't' must be finite and increasing along each row")
+    if np.array_equal(t, np.broadcast_to(t[:1], t.shape)):
+        return t[0], None
+    return t[0], t
 
 
 def _time(f, key: str, n_time: int) -> np.ndarray:
@@ -46,7 +90,7 @@ def open_pdebench(path, channels: str | list[str] | None = None, bc: str | None 
     """A lazy source over a PDEBench HDF5 file (see the module docstring for the layouts)."""
     path = Path(path)
     f = open_h5(path)
-    keys = None
+    keys, trajectory_time, file_bc, params = None, None, None, {}
     try:
         top = set(f.keys())
         specs: dict[str, VarSpec] = {}
@@ -80,11 +124,26 @@ def open_pdebench(path, channels: str | list[str] | None = None, bc: str | None 
             if len(shape) != 5 or shape[-1] != 2:
                 raise DataError(f"{path}: variable 'velocity' has shape {shape}; expected [B, T, X, Y, 2]")
             specs = {"u": VarSpec("velocity", "ntssc", channel=(0,)), "v": VarSpec("velocity", "ntssc", channel=(1,))}
-            if "particles" in top:
-                specs["particles"] = VarSpec("particles", "ntssc", channel=(0,))
             n, spatial = shape[0], shape[2:4]
-            time = _time(f, "t", shape[1])
+            if "particles" in top:
+                if f["particles"].shape != (*shape[:4], 1):
+                    raise DataError(f"{path}: 'particles' has shape {f['particles'].shape}; expected {(*shape[:4], 1)}")
+                specs["particles"] = VarSpec("particles", "ntssc", channel=(0,))
+            if "force" in top:  # per-trajectory forcing field (static), returned by PDEBench's HDF5Dataset
+                if f["force"].shape != (n, *spatial, 2):
+                    raise DataError(f"{path}: 'force' has shape {f['force'].shape}; expected [B, X, Y, 2] = "
+                                    f"{(n, *spatial, 2)}")
+                for k, a in enumerate(("x", "y")):
+                    specs[f"force_{a}"] = VarSpec("force", "nssc", "forcing", (k,))
+            if "t" in top:
+                time, trajectory_time = _row_times(path, f, n, shape[1])
+            else:
+                time = np.arange(shape[1], dtype=np.float64)
             coords = _coords(f, spatial)
+            config = _config(f)
+            file_bc = PHIFLOW_BCS.get(str(config.get("velocity_extrapolation", "")).upper())
+            params = {k: config[k] for k in ("NU", "DT", "n_steps", "frame_int", "seed", "velocity_extrapolation",
+                                             "particle_extrapolation", "force_extrapolation") if k in config}
         else:
             keys = sorted(k for k in top if k.isdigit())
             if not keys:
@@ -109,12 +168,17 @@ def open_pdebench(path, channels: str | list[str] | None = None, bc: str | None 
             for k in keys[1:2] + keys[-1:]:
                 if k not in f or "data" not in f[k] or f[k]["data"].shape != shape:
                     raise DataError(f"{path}: group {k!r} has no 'data' of shape {shape}")
+        for k, v in f.attrs.items():  # e.g. beta, Nu, M, Eta, Zeta of the merged files
+            if k != "config" and np.asarray(v).size == 1 and np.asarray(v).dtype.kind in "biuf":
+                params.setdefault(k, float(str(v)) if np.asarray(v).dtype.itemsize <= 4 and
+                                  np.asarray(v).dtype.kind == "f" else np.asarray(v).item())
     finally:
         f.close()
-    attrs = {"pde": path.stem, "boundary_conditions": {a: bc or "unspecified" for a in coords},
+    kind = bc or file_bc or _name_bc(path.stem) or "unspecified"
+    attrs = {"pde": path.stem, "boundary_conditions": {a: kind for a in coords},
              "domain": {a: [float(c[0]), float(c[-1])] for a, c in coords.items()},
-             "generator": {"name": "pdebench", "file": path.name}}
-    return ArraySource(path, specs, n, time, coords, attrs, keys=keys)
+             "generator": {"name": "pdebench", "file": path.name, **({"parameters": params} if params else {})}}
+    return ArraySource(path, specs, n, time, coords, attrs, keys=keys, trajectory_time=trajectory_time)
 
 
 def convert_pdebench(src: Path, out: Path, compressor: str | None = "lz4", *, channels: str | list[str] | None = None,

@@ -96,6 +96,7 @@ class LatentDiT(nn.Module):
         lora_targets=r"blocks\.\d+\.(attn\.qkv|attn\.proj|mlp\.0|mlp\.2)$",
         lr_groups={"embedding_recovery": r"^(x_embed|final)\.", "time_embedding": r"^t_embed\."},
         no_weight_decay=r"^(dataset_embed|spacegroup_embed|x_embed|(t_embed|property_embed)\.\d+)\.weight$",
+        blocks=r"blocks\.\d+",
     )
 
     def __init__(self, config: DiTConfig):
