@@ -200,10 +200,9 @@ RULES: list[tuple[str, Plan]] = [
     (r"python benchmarks/molecules_adit\.py (budget|diagnose).*", Plan("dry_run", reason="GPU budget run / needs trained ADiT models")),
     (r"python benchmarks/rollout\.py --ckpt \.\.\. .*", Plan("dry_run", reason="benchmark of a trained scOT-T ('...' is the user's checkpoint)")),
     (r"python finetune/run_suite\.py .*", Plan("dry_run", reason="the CPU suite takes about an hour")),
-    # ONNX export (README "Deploying with ONNX"): the example runs in tests/test_onnx_export.py, the benchmark exports
-    # and times four realistic models
-    (r"python examples/onnx_rollout\.py .*", Plan("covered", reason="tests/test_onnx_export.py runs the example "
-                                                                   "against the PyTorch rollout engine")),
+    # ONNX export (README "Sharing and deploying"): tests/test_onnx_export.py runs the example against the PyTorch
+    # rollout engine; the benchmark exports and times four realistic models
+    (r"python examples/onnx_rollout\.py .*", Plan("covered", reason="tests/test_onnx_export.py")),
     (r"python benchmarks/onnx_inference\.py .*", Plan("dry_run", reason="exports scOT-T, FactFormer, FNO and "
                                                                        "iTransformer at full size (20+ minutes)")),
     (r"sciformer export CKPT OUT --onnx( --opset \d+)?", Plan("synopsis")),
@@ -214,11 +213,11 @@ RULES: list[tuple[str, Plan]] = [
     (r"python benchmarks/data_loading\.py --only well", Plan("dry_run", reason="reading benchmark (minutes)")),
     # Hub in/out (README "Hugging Face Hub"): the network is never used in tests
     (r"sciformer convert poseidon camlab-ethz/Poseidon-T exports/poseidon-t",
-     Plan("covered", reason="tests/test_hub.py converts a Hub id from a local Hugging Face cache (HF_HUB_OFFLINE=1)")),
+     Plan("covered", reason="tests/test_hub.py")),  # a Hub id converted from a local cache, HF_HUB_OFFLINE=1
     (r"sciformer export runs/lightning_logs/version_0/checkpoints/last\.ckpt exports/scot-wave --results \S+",
-     Plan("covered", reason="tests/test_model_card.py exports a real `sciformer fit` run with a results.json")),
+     Plan("covered", reason="tests/test_model_card.py")),  # exports a real `sciformer fit` run with results
     (r"sciformer export exports/scot-wave exports/scot-wave-hub --push my-org/scot-wave",
-     Plan("covered", reason="tests/test_hub.py pushes through a mocked HfApi (a real push needs a token)")),
+     Plan("covered", reason="tests/test_hub.py")),  # pushes through a mocked HfApi (a real push needs a token)
     (r"sciformer rollout --ckpt ft\.ckpt --data wave\.zarr --mode ar --logger tensorboard .*",
      Plan("run", ["--trajectories", "2", "--steps", "2", "--device", "cpu"], needs=["ft.ckpt", "wave.zarr"])),
     # upstream collections (datasets/the-well, pdebench, poseidon): the data are not in ../shared/data; the readers
@@ -316,9 +315,7 @@ def outputs_of(words: list[str]) -> list[str]:
     """Paths a documented sciformer command writes (relative to the repository root)."""
     if words[:3] == ["sciformer", "data", "build"] and "--out" in words:
         return [words[words.index("--out") + 1]]
-    if words[:3] == ["sciformer", "data", "convert"]:
-        return [words[4]]
-    if words[:3] == ["sciformer", "convert", "poseidon"]:
+    if words[:3] in (["sciformer", "data", "convert"], ["sciformer", "convert", "poseidon"]) and len(words) > 4:
         return [words[4]]
     if words[:2] == ["sciformer", "fit"]:
         return []
@@ -548,7 +545,7 @@ def test_usage_line_matches_the_command(cmd, ws, capsys):
     from sciformer.data.commands import CONVERTERS
 
     words = shlex.split(cmd.text)[1:]
-    sub = [w for w in words[:2] if w in ("fit", "data", "info", "convert", "build", "sample")]
+    sub = [w for w in words[:2] if w in ("fit", "data", "info", "convert", "build", "sample", "export")]
     if words[0] == "data":
         sub = words[:2]
     text = _help(ws, sub, capsys)

@@ -104,7 +104,6 @@ def test_refuses_generative_and_graph_models(tmp_path):
 
 
 # ---- iTransformer --------------------------------------------------------------------------------------------
-@pytest.mark.slow
 def test_itransformer_matches_pytorch_on_other_batches_and_variate_counts(tmp_path):
     model = get("itransformer-tiny").eval()
     spec = {"layout": "series", "variates": ["a", "b", "c"], "time_features": "h", "n_time_features": 4,
@@ -142,7 +141,6 @@ def fno_export(tmp_path_factory):
     return export_onnx(out), model
 
 
-@pytest.mark.slow
 def test_fno_matches_pytorch_on_two_grids_and_other_batches(fno_export):
     path, model = fno_export
     _operator_parity(path, model, [(1, 3, 16, 16), (4, 3, 16, 16), (3, 3, 24, 20), (1, 3, 17, 13)])
@@ -185,7 +183,6 @@ def _run_example(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env, timeout=120)
 
 
-@pytest.mark.slow
 def test_example_rollout_without_torch_matches_the_pytorch_rollout(fno_export, field_store, tmp_path):
     path, model = fno_export
     store, data = field_store
@@ -231,7 +228,6 @@ def test_scot_matches_pytorch_at_two_resolutions(tmp_path):
     assert meta["inputs"]["x"] == ["batch", 2, 24, 40] and not meta["dynamic_spatial"]
 
 
-@pytest.mark.slow
 def test_factformer_matches_pytorch_on_two_grids(tmp_path):
     model = get("factformer-2d-tiny", in_channels=2, out_channels=2, dim=16, depth=1, heads=2, dim_head=8).eval()
     out = save(model, tmp_path / "ff")
