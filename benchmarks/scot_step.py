@@ -95,6 +95,7 @@ def one(name: str, batch: int, res: int, precision: str, steps: int, threads: in
     with kernels.use("reference"), FlopCounterMode(display=False) as fc:
         step()
     flops = fc.get_total_flops()
+    step()  # one-time work (the oneDNN self-check, caches) is not part of a step's count
     launching, total, syncs = count_ops(step)
     times, cpu = [], []
     for i in range(2 + steps):
