@@ -6,6 +6,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from netcdf_files import write_nc
 
 from sciformer.data.commands import main as data_main
 from sciformer.data.formats import detect_format, open_source
@@ -24,15 +25,7 @@ def _rand(*shape):
 
 
 # ---- Poseidon NetCDF ---------------------------------------------------------------------------
-def _nc(path: Path, arrays: dict[str, tuple[tuple[str, ...], np.ndarray]]) -> Path:
-    """A real NetCDF4 file (netCDF4 library), variables with named dims as Poseidon's files."""
-    with netCDF4.Dataset(path, "w") as ds:
-        for name, (dims, arr) in arrays.items():
-            for d, n in zip(dims, arr.shape):
-                if d not in ds.dimensions:
-                    ds.createDimension(d, n)
-            ds.createVariable(name, "f4", dims)[...] = arr
-    return path
+_nc = write_nc
 
 
 def test_poseidon_velocity_round_trip(tmp_path):

@@ -6,11 +6,11 @@ Helmholtz, an HDF5 file written with h5py, in the published layouts. Each test n
 convention comes from and compares with a numpy restatement of that class's ``__getitem__``.
 """
 
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+from netcdf_files import write_nc
 
 from sciformer.data.formats import detect_format, open_source
 from sciformer.data.formats.poseidon import convert_poseidon, open_poseidon
@@ -20,14 +20,7 @@ netCDF4 = pytest.importorskip("netCDF4")
 RNG = np.random.default_rng(0)
 
 
-def _nc(path: Path, arrays: dict[str, tuple[tuple[str, ...], np.ndarray]]) -> Path:
-    with netCDF4.Dataset(path, "w") as ds:
-        for name, (dims, arr) in arrays.items():
-            for d, n in zip(dims, arr.shape):
-                if d not in ds.dimensions:
-                    ds.createDimension(d, n)
-            ds.createVariable(name, "f4", dims)[...] = arr
-    return path
+_nc = write_nc
 
 
 def _rand(*shape, loc=0.0):
