@@ -26,6 +26,7 @@ from sciformer.errors import CheckpointError, SciformerError
 from sciformer.models.export import FORMAT, save
 from sciformer.models.registry import model_class
 from sciformer.models.spec import FamilySpec, spec_of
+from sciformer.nn.delta import attach_delta
 from sciformer.nn.lora import apply_lora, merge_lora
 
 SOURCES = ("ckpt", "export", "poseidon")
@@ -104,6 +105,8 @@ class Checkpoint:
                 "model or edited: re-export it with `sciformer export CKPT OUT`")
         model.load_state_dict(self.state)
         merge_lora(model)
+        if self.data_spec.get("target") == "delta":  # trained on increments: it returns states again
+            attach_delta(model, self.data_spec)
         return model.eval()
 
 

@@ -6,6 +6,10 @@ normalised, ``t`` [B] lead time (absent for steady data) and ``mask`` [B, C_out]
 Default loss: Poseidon's channel-group relative L1, ``mean_g Σ|ŷ_g − y_g| / Σ|y_g|`` over the batch and the
 group's scored channels. Validation reports the median over samples of the per-sample relative L1 in percent
 per channel group (Poseidon's headline metric) next to the copy-the-input (persistence) baseline.
+
+Recipe options for cross-physics pretraining (issue 17), each off by default (Poseidon's behaviour):
+``target: delta`` (predict increments, :mod:`sciformer.nn.delta`), ``patch_jitter`` (random shifts of the grid
+against the patch grid), ``input_noise`` and ``pushforward`` (stable autoregressive rollouts).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from sciformer.adaptation import lr_patterns
 from sciformer.errors import ConfigError, DataError
 from sciformer.metrics.fields import GroupRelativeError, group_relative_error
 from sciformer.metrics.physics import VELOCITY_GROUPS
+from sciformer.nn.delta import TARGETS, attach_delta, increments
+from sciformer.rollout.engine import feedback_pairs, pushforward
 from sciformer.tasks.base import BaseTask
 
 
@@ -33,6 +39,15 @@ def default_channel_groups(outputs: list[str]) -> list[list[str]]:
     return groups + [[v] for v in outputs if v not in used]
 
 
+def _pretrained_target(pretrained: str | None) -> str:
+    """The output convention a pretrained checkpoint was trained with ("state" when none is recorded)."""
+    if not pretrained:
+        return "state"
+    from sciformer import checkpoints
+
+    return str(checkpoints.read(pretrained).data_spec.get("target", "state"))
+
+
 class OperatorTask(BaseTask):
     """Operator learning on gridded fields.
 
@@ -41,6 +56,15 @@ class OperatorTask(BaseTask):
         channel_groups: output variable names per group; default: velocity components together, others alone.
         lr_embedding_recovery: LR of the channel-dependent embedding and recovery (Poseidon fine-tuning).
         lr_time_embedding: LR of the time-conditioning parameters of the norms (Poseidon fine-tuning).
+        target: "state" (Poseidon) or "delta": the network predicts each state's increment in units of one stored
+            step's typical increment (data spec ``delta_scale``) and the loss is taken on increments; the model
+            still returns states. Default: the pretrained checkpoint's target, else "state".
+        patch_jitter: in training, shift the grid by 0..patch_jitter cells per axis at random (one shift per
+            batch): a roll on periodic axes, a shift with masked (unscored) fill on the others.
+        input_noise: in training, add Gaussian noise of this std (normalised units) to the state inputs, so the
+            model learns to correct the errors of its own rollouts.
+        pushforward: in training, reach each pair in this many chained sub-steps of the lead time, all but the
+            last without gradient (Brandstetter et al. 2022); 1 = off.
         (other arguments: see BaseTask)
     """
 
@@ -62,13 +86,34 @@ class OperatorTask(BaseTask):
         pretrained: str | None = None,
         finetune_mode: str = "full",
         lora_rank: int = 8,
+        target: str | None = None,
+        patch_jitter: int = 0,
+        input_noise: float = 0.0,
+        pushforward: int = 1,
         **options: Any,
     ):
         if loss not in ("rel_l1", "rel_l2", "mse"):
             raise ConfigError(f"model.init_args.loss: {loss!r} is not a loss; use rel_l1, rel_l2 or mse")
+        if target is None:  # fine-tuning keeps the pretrained model's output convention
+            target = _pretrained_target(pretrained)
+        if target not in TARGETS:
+            raise ConfigError(f"model.init_args.target: {target!r}; use one of {', '.join(TARGETS)}")
+        for name, value, low in (("patch_jitter", patch_jitter, 0), ("input_noise", input_noise, 0),
+                                 ("pushforward", pushforward, 1)):
+            if value < low:
+                raise ConfigError(f"model.init_args.{name} must be ≥ {low}, got {value}")
+        if target == "delta" and data_spec is not None:  # the saved spec tells every reader how to read outputs
+            data_spec = {**data_spec, "target": "delta"}
         super().__init__(model, model_options, lr, weight_decay, betas, warmup_steps, min_lr_ratio,
                          lr_groups, data_spec, pretrained, finetune_mode, lora_rank, **options)
         spec = data_spec or {}
+        if target == "delta":
+            attach_delta(self.model, spec)
+        self._feedback = None
+        if pushforward > 1 and spec:
+            if spec.get("steady"):
+                raise ConfigError("model.init_args.pushforward: a steady problem has no lead time to split")
+            self._feedback = feedback_pairs(spec["inputs"], spec["outputs"], spec.get("roles"))
         self.outputs: list[str] = list(spec.get("outputs", []))
         names = channel_groups or default_channel_groups(self.outputs)
         unknown = [n for g in names for n in g if n not in self.outputs]
@@ -105,20 +150,76 @@ class OperatorTask(BaseTask):
     def _groups(self, n_channels: int) -> list[list[int]]:
         return self.groups if self.groups is not None else [list(range(n_channels))]
 
-    def loss_fn(self, pred, y, mask) -> torch.Tensor:
+    def loss_fn(self, pred, y, mask, weight=None) -> torch.Tensor:
+        """The configured loss over scored channels; ``weight`` [B, 1, *S] (0 = an unscored point) if given."""
         kind = self.hparams.loss
+        if weight is not None:
+            pred, y = pred * weight, y * weight
         if kind == "mse":
             w = mask.view(*mask.shape, *([1] * (pred.ndim - 2))).to(pred.dtype)
-            return ((pred - y) ** 2 * w).sum() / (w.sum() * pred[0, 0].numel()).clamp_min(1)
+            points = pred[0, 0].numel() if weight is None else weight.flatten(1).sum(1).mean()
+            return ((pred - y) ** 2 * w).sum() / (w.sum() * points).clamp_min(1)
         err = group_relative_error(pred, y, mask, self._groups(y.shape[1]), p=1 if kind == "rel_l1" else 2)
         return err.nanmean()
+
+    # ---- the training recipe -----------------------------------------------------------------
+    def _jitter(self, x, y):
+        """Shift the grid under the patch grid: per spatial axis a random 0..patch_jitter cells, a roll where the
+        axis is periodic, else a shift whose fill is masked out of the loss. Returns x, y and the weight (or None)."""
+        n_max = self.hparams.patch_jitter
+        spatial = list(range(2, x.ndim))
+        shifts = torch.randint(0, n_max + 1, (len(spatial),)).tolist()  # host RNG: no device sync
+        bcs = (self.hparams.data_spec or {}).get("boundary_conditions") or {}
+        axes = list(bcs)  # the spec's axis order is the grid's
+        weight = None
+        for d, s in zip(spatial, shifts):
+            if s == 0:
+                continue
+            periodic = d - 2 < len(axes) and bcs[axes[d - 2]] == "periodic"
+            x, y = x.roll(s, d), y.roll(s, d)
+            if not periodic:  # the rolled-in band is padding: zero input, never scored
+                band = torch.ones(x.shape[d], device=x.device, dtype=x.dtype)
+                band[:s] = 0
+                shape = [1] * x.ndim
+                shape[d] = -1
+                band = band.view(shape)
+                x = x * band
+                weight = band if weight is None else weight * band
+        if weight is not None:
+            weight = weight.expand(1, 1, *x.shape[2:])
+        return x, y, weight
+
+    def _add_noise(self, x):
+        """Gaussian noise of std ``input_noise`` on the input channels that hold the predicted states."""
+        fed = sorted({i for i in self.persist_index if i is not None})
+        if not fed:
+            return x
+        noise = torch.zeros_like(x)
+        noise[:, fed] = torch.randn_like(x[:, fed]) * self.hparams.input_noise
+        return x + noise
+
+    def predict_pair(self, x, t, mask):
+        """The model's prediction of a pair's target, in ``pushforward`` chained sub-steps when training."""
+        steps = self.hparams.pushforward if self.training else 1
+        if steps == 1 or self._feedback is None:
+            return self.model(x, t)
+        return pushforward(self.model, x, t, steps, self._feedback, grad="last", mask=mask)
 
     def step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         x, y = batch["x"], batch["y"]
         mask = batch.get("mask", torch.ones(y.shape[:2], device=y.device))
         t = batch.get("t")
-        pred = self.model(x, t)
-        loss = self.loss_fn(pred, y, mask)
+        hp, weight = self.hparams, None
+        if stage == "train":
+            if hp.patch_jitter:
+                x, y, weight = self._jitter(x, y)
+            if hp.input_noise:
+                x = self._add_noise(x)
+        pred = self.predict_pair(x, t, mask)
+        if hp.target == "delta":  # the loss on increments, in units of each field's typical step
+            loss = self.loss_fn(increments(self.model, x, pred), increments(self.model, x, y), mask, weight)
+        else:
+            loss = self.loss_fn(pred, y, mask, weight)
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=x.shape[0], sync_dist=stage != "train")
         if stage != "train":
             self._log_relative_errors(stage, pred, x, y, mask)
