@@ -254,3 +254,23 @@ def test_defaults_are_poseidons_step(store):
         pred = task.model(b["x"], b["t"])
     expect = group_relative_error(pred, b["y"], b["mask"], [[0, 1]]).nanmean()
     torch.testing.assert_close(loss.detach(), expect, rtol=1e-5, atol=1e-6)
+
+
+def test_onnx_export_of_a_delta_model_returns_states(store, tmp_path):
+    pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
+
+    from sciformer.onnx_export import export_onnx
+
+    spec = _spec(store, {"u": 0.5, "v": 0.25})
+    task = OperatorTask(model="factformer-2d-tiny", model_options={"dim": 16, "depth": 1, "heads": 2, "dim_head": 8},
+                        data_spec=spec, target="delta")
+    save(task.model, tmp_path / "exp", extra={"data_spec": task.hparams.data_spec, "model_name": "factformer-2d-tiny"})
+    path = export_onnx(tmp_path / "exp")
+    b = _batch(6)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [i.name for i in sess.get_inputs()]
+    got = sess.run(None, dict(zip(names, (b["x"].numpy(), b["t"].numpy()))))[0]
+    with torch.no_grad():
+        states = task.model.eval()(b["x"], b["t"])
+    np.testing.assert_allclose(got, states.numpy(), rtol=1e-4, atol=1e-4)
