@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sciformer.data.conventions import source_span
+import numpy as np
+
+from sciformer.data.conventions import STATIC_ROLES, source_span
 from sciformer.data.formats import WellCollection, open_source
 from sciformer.data.loader import ResumableLoader
 from sciformer.data.module import DataModule
 from sciformer.data.normalization import Normalizer, pooled_stats
-from sciformer.data.samplers import FieldPairs, Vocabulary, collate, mixture, split_trajectories
+from sciformer.data.samplers import FieldPairs, Mixture, Vocabulary, collate, mixture, split_trajectories
 from sciformer.errors import DataError
 
 # Poseidon's validation and test sizes by data set (shared/anchors/poseidon.md §2.1 table, §2.4): train is
@@ -50,6 +52,14 @@ def _counts(source) -> dict[str, float]:
     return {v: n * (1 if source.is_static(v) else len(source.time)) for v in source.variables}
 
 
+def _diff_counts(source) -> dict[str, float]:
+    """Number of one-step differences behind each variable's diff statistics (T − 1 per trajectory)."""
+    n = float(source.n_trajectories) * (len(source.time) - 1)
+    for d in source.spatial_shape:
+        n *= d
+    return {v: n for v in getattr(source, "diff_stats", {})}
+
+
 class FieldDataModule(DataModule):
     """Pairs from gridded-field stores: zarr stores, or upstream data read lazily where it lives (a Well dataset
     directory, a PDEBench HDF5 file, a Poseidon NetCDF file), in any mixture.
@@ -71,7 +81,13 @@ class FieldDataModule(DataModule):
         train_trajectories: use only the first N training trajectories of each store (sample-count sweeps).
         time_stride, max_snapshots: snapshots 0, stride, 2·stride, … (at most max_snapshots); Poseidon's
             default all2all is time_stride=2, max_snapshots=8 (36 pairs per trajectory).
-        stats: {name: {"mean", "std"}} overriding the stores' statistics (e.g. a checkpoint's).
+        stats: {name: {"mean", "std"}} overriding the stores' statistics (e.g. a checkpoint's), taken as given
+            (already in that checkpoint's normalisation).
+        normalization: "zscore" ((x − mean) / std) or "rms" (x / sqrt(mean² + std²): scale only, so zero
+            stays zero and signs and ratios survive), per variable name, pooled over stores;
+            rms is stored as stats {"mean": 0, "std": rms}, so every consumer of ``spec["stats"]`` is unchanged.
+        balance: draw every store equally often in each training epoch (same epoch length; a small store's
+            items repeat, a large store's are subsampled), so a big data set does not drown a small one.
         seed: shuffling seed of the training loader.
         predict_static: also predict (and score) static fields, Poseidon's convention (DECISIONS: for converted
             Poseidon checkpoints); by default static fields are inputs only.
@@ -80,7 +96,8 @@ class FieldDataModule(DataModule):
     def __init__(self, stores: list[str], sampler: str = "all2all", variables: list[str] | None = None,
                  batch_size: int = 16, num_workers: int = 0, splits: tuple[float, float, float] = (0.8, 0.1, 0.1),
                  train_trajectories: int | None = None, time_stride: int = 1, max_snapshots: int | None = None,
-                 stats: dict | None = None, seed: int = 0, predict_static: bool = False, native_splits: bool = True):
+                 stats: dict | None = None, seed: int = 0, predict_static: bool = False, native_splits: bool = True,
+                 normalization: str = "zscore", balance: bool = False):
         super().__init__()
         if not stores:
             raise DataError("FieldDataModule needs at least one store")
@@ -88,12 +105,14 @@ class FieldDataModule(DataModule):
             raise DataError(f"unknown sampler {sampler!r}; use 'all2all' or 'next-step'")
         if train_trajectories is not None and train_trajectories < 1:
             raise DataError(f"train_trajectories must be ≥ 1, got {train_trajectories}")
+        if normalization not in ("zscore", "rms"):
+            raise DataError(f"unknown normalization {normalization!r}; use 'zscore' or 'rms'")
         self.save_hyperparameters()
         self.stores = [str(s) for s in stores]
         self.sampler, self.batch_size, self.num_workers = sampler, batch_size, num_workers
         self.splits, self.train_trajectories = tuple(splits), train_trajectories
         self.time_stride, self.max_snapshots, self.seed = time_stride, max_snapshots, seed
-        self.native_splits = native_splits
+        self.native_splits, self.normalization, self.balance = native_splits, normalization, bool(balance)
         # a Well directory's entry is its training split (metadata, statistics); other splits open on demand
         self.sources = [open_source(s) for s in self.stores]
         self._split_sources: dict[tuple[int, str], Any] = {}
@@ -102,16 +121,36 @@ class FieldDataModule(DataModule):
         missing = [v for s in self.sources for v in s.variables if v not in pooled and v in self.vocab.order]
         if missing and not all(v in (stats or {}) for v in missing):
             raise DataError(f"no statistics for {sorted(set(missing))}; pass stats= or rebuild the store")
+        if normalization == "rms":
+            pooled = {v: {"mean": 0.0, "std": float(np.hypot(s["mean"], s["std"]))} for v, s in pooled.items()}
         self.stats = {v: pooled.get(v, {"mean": 0.0, "std": 1.0}) for v in self.vocab.order}
         self.stats.update({k: {"mean": float(v["mean"]), "std": float(v["std"])} for k, v in (stats or {}).items()
                            if k in self.vocab.order})
         self.normalizer = Normalizer(self.stats)
+        self.delta_scale = None if self.vocab.steady else self._delta_scale()
         self.datasets: dict[str, Any] = {}
+
+    def _delta_scale(self) -> dict[str, float]:
+        """Per state output: the std (zscore) or rms (rms) of one stored step's increment (one step of the
+        store, whatever ``time_stride``), in normalised units: the scale a delta target is divided by. A variable
+        that some store holding it has no diff statistics for (a lazily read upstream file) is left out."""
+        diff = pooled_stats((getattr(s, "diff_stats", {}), _diff_counts(s)) for s in self.sources)
+        out = {}
+        for v in self.vocab.outputs:
+            having = [s for s in self.sources if v in s.variables]
+            if self.vocab.roles[v] in STATIC_ROLES or not having or \
+                    any(v not in getattr(s, "diff_stats", {}) for s in having):
+                continue
+            d = diff[v]
+            step = d["std"] if self.normalization == "zscore" else float(np.hypot(d["mean"], d["std"]))
+            out[v] = step / self.normalizer._ms(v)[1]  # the normaliser's divisor (MIN_STD semantics)
+        return out
 
     # ---- metadata ----------------------------------------------------------------------------
     @property
     def spec(self) -> dict[str, Any]:
         first = self.sources[0]
+        extra = {} if self.delta_scale is None else {"delta_scale": dict(self.delta_scale)}
         return {
             "layout": "fields",
             "inputs": list(self.vocab.inputs),
@@ -119,6 +158,7 @@ class FieldDataModule(DataModule):
             "in_channels": len(self.vocab.inputs),
             "out_channels": len(self.vocab.outputs),
             "stats": {k: dict(v) for k, v in self.stats.items()},
+            **extra,
             "spatial_shape": list(first.spatial_shape),
             "steady": bool(first.steady),
             "boundary_conditions": dict(first.boundary_conditions),
@@ -178,7 +218,8 @@ class FieldDataModule(DataModule):
         data = self.dataset(stage)
         if len(data) == 0:
             raise DataError(f"the {stage} split is empty (splits={list(self.splits)}, stores={self.stores})")
-        return ResumableLoader(data, batch_size=self.batch_size, shuffle=shuffle, seed=self.seed,
+        groups = data.sizes if self.balance and shuffle and isinstance(data, Mixture) else None
+        return ResumableLoader(data, batch_size=self.batch_size, shuffle=shuffle, seed=self.seed, groups=groups,
                                num_workers=self.num_workers, collate_fn=collate)
 
     def train_dataloader(self):

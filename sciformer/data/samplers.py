@@ -247,6 +247,11 @@ class Mixture(Dataset):
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
+    @property
+    def sizes(self) -> list[int]:
+        """Items per part, in order (the blocks of data-set-balanced sampling)."""
+        return np.diff(self.offsets).astype(int).tolist()
+
     def locate(self, n: int) -> tuple[FieldPairs, int]:
         if not 0 <= n < len(self):
             raise IndexError(f"index {n} outside [0, {len(self)})")
