@@ -58,7 +58,7 @@ class OperatorTask(BaseTask):
         lr_time_embedding: LR of the time-conditioning parameters of the norms (Poseidon fine-tuning).
         target: "state" (Poseidon) or "delta": the network predicts each state's increment in units of one stored
             step's typical increment (data spec ``delta_scale``) and the loss is taken on increments; the model
-            still returns states. Default: the pretrained checkpoint's target, else "state".
+            still returns states. Default: the pretrained checkpoint's target ("state" without one, or on steady data).
         patch_jitter: in training, shift the grid by 0..patch_jitter cells per axis at random (one shift per
             batch): a roll on periodic axes, a shift with masked (unscored) fill on the others.
         input_noise: in training, add Gaussian noise of this std (normalised units) to the state inputs, so the
@@ -94,8 +94,8 @@ class OperatorTask(BaseTask):
     ):
         if loss not in ("rel_l1", "rel_l2", "mse"):
             raise ConfigError(f"model.init_args.loss: {loss!r} is not a loss; use rel_l1, rel_l2 or mse")
-        if target is None:  # fine-tuning keeps the pretrained model's output convention
-            target = _pretrained_target(pretrained)
+        if target is None:  # fine-tuning keeps the pretrained model's output convention (steady data: states)
+            target = "state" if (data_spec or {}).get("steady") else _pretrained_target(pretrained)
         if target not in TARGETS:
             raise ConfigError(f"model.init_args.target: {target!r}; use one of {', '.join(TARGETS)}")
         for name, value, low in (("patch_jitter", patch_jitter, 0), ("input_noise", input_noise, 0),
@@ -106,6 +106,8 @@ class OperatorTask(BaseTask):
             data_spec = {**data_spec, "target": "delta"}
         super().__init__(model, model_options, lr, weight_decay, betas, warmup_steps, min_lr_ratio,
                          lr_groups, data_spec, pretrained, finetune_mode, lora_rank, **options)
+        # what the checkpoint records (also when the CLI hands Lightning its own copy of the arguments)
+        self.hparams.update(target=target, data_spec=data_spec)
         spec = data_spec or {}
         if target == "delta":
             attach_delta(self.model, spec)

@@ -121,6 +121,8 @@ def test_fine_tuning_keeps_the_pretrained_target(store, tmp_path):
     save(pre.model, tmp_path / "exp", extra={"data_spec": pre.hparams.data_spec, "model_name": "scot-tiny"})
     ft = OperatorTask(pretrained=str(tmp_path / "exp"), data_spec=spec)
     assert ft.hparams.target == "delta" and ft.model._delta_hook is not None
+    steady = {**spec, "steady": True, "outputs": ["u"], "out_channels": 1}  # e.g. Poisson: no previous state
+    assert OperatorTask(pretrained=str(tmp_path / "exp"), data_spec=steady).hparams.target == "state"
     plain = _task(spec)
     save(plain.model, tmp_path / "plain", extra={"data_spec": spec, "model_name": "scot-tiny"})
     assert OperatorTask(pretrained=str(tmp_path / "plain"), data_spec=spec).hparams.target == "state"
