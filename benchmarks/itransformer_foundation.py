@@ -14,7 +14,17 @@ Protocol (lookback 96, horizon 96, one architecture for every arm: d_model = d_f
 Everything runs through ForecastTask + SeriesDataModule + the Lightning Trainer. Budgets are arguments; the
 JSON records them with the results and the machine load.
 
+``--dataset-tokens`` gives every arm's model a learned data-set token (ITransformer ``dataset_tokens``; the
+per-variate scaling is the model's ``use_norm``, on in every arm). The pretrained vocabulary is the six mixture
+stores; during pretraining a sample's id becomes the "unknown" id with probability ``--dataset-dropout`` so that
+the unknown token is trained. Weather is not in the vocabulary: zero-shot it reads the unknown token, and
+fine-tuning keeps that id, so the unknown token is what adapts to Weather (a new id would start untrained).
+Scratch arms get a vocabulary of one (Weather). (c) then also fine-tunes the pretrained model on the 4 variates
+(``partial_pretrained``), the foundation form of the unseen-variates question. Results go to
+``itransformer_foundation_tokens.json`` and runs to ``runs/foundation_tokens``, so the plain results stay.
+
     python benchmarks/itransformer_foundation.py --threads 1
+    python benchmarks/itransformer_foundation.py --threads 1 --dataset-tokens
 """
 
 from __future__ import annotations
@@ -35,23 +45,41 @@ TARGET = "weather"
 SIZE = "itransformer-etth2-96"  # d_model = d_ff = 128, 2 layers (the reference's ETTh2/ETTm/Exchange size)
 
 
+def vocabulary(ckpt: str | None) -> list[str] | None:
+    """A checkpoint's data-set vocabulary (None: none recorded, or no checkpoint): ids keep their meaning."""
+    from sciformer import checkpoints
+
+    return checkpoints.read(ckpt).data_spec.get("datasets") if ckpt else None
+
+
 def train_and_test(stores, workdir: Path, *, epochs: int, lr: float, seed: int, pretrained: str | None = None,
                    train_windows: int | None = None, train_variates: int | None = None,
-                   limit_val_batches: float | int = 1.0, test_stores=None) -> dict:
+                   limit_val_batches: float | int = 1.0, test_stores=None, tokens: float | None = None,
+                   limit_batches: int | None = None) -> dict:
+    """``tokens``: a fresh model gets dataset tokens with this dataset dropout (None: no tokens).
+    ``limit_batches``: cap on the training and validation batches of an epoch (smoke tests)."""
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     from sciformer.data.series_module import SeriesDataModule
     from sciformer.tasks.forecast import ForecastTask
 
+    if limit_batches:  # a count caps a count; it replaces the default fraction 1.0 (every batch)
+        limit_val_batches = limit_batches if limit_val_batches == 1.0 else min(limit_val_batches, limit_batches)
+
     L.seed_everything(seed, verbose=False)
     dm = SeriesDataModule([str(ensure_store(s)) for s in stores], batch_size=32, eval_batch_size=256,
-                          train_windows=train_windows, train_variates=train_variates, seed=seed)
-    task = ForecastTask(model=None if pretrained else SIZE, pretrained=pretrained, lr=lr, data_spec=dm.spec)
+                          train_windows=train_windows, train_variates=train_variates, seed=seed,
+                          datasets=vocabulary(pretrained))
+    options = None if tokens is None or pretrained else {"dataset_tokens": len(dm.spec["datasets"]),
+                                                          "dataset_dropout": tokens}
+    task = ForecastTask(model=None if pretrained else SIZE, pretrained=pretrained, lr=lr, data_spec=dm.spec,
+                        model_options=options)
     ckpt = ModelCheckpoint(dirpath=workdir / "checkpoints", filename="best", monitor="val/mse", mode="min")
     trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[ckpt, EarlyStopping("val/mse", patience=3)],
-                        limit_val_batches=limit_val_batches, num_sanity_val_steps=0, default_root_dir=workdir)
+                        limit_train_batches=limit_batches or 1.0, limit_val_batches=limit_val_batches,
+                        num_sanity_val_steps=0, default_root_dir=workdir)
     t0 = time.perf_counter()
     if epochs > 0:
         trainer.fit(task, datamodule=dm)
@@ -71,7 +99,8 @@ def test(ckpt: str, stores, seed: int) -> dict:
     from sciformer.data.series_module import SeriesDataModule
     from sciformer.tasks.forecast import ForecastTask
 
-    dm = SeriesDataModule([str(ensure_store(s)) for s in stores], eval_batch_size=256, seed=seed)
+    dm = SeriesDataModule([str(ensure_store(s)) for s in stores], eval_batch_size=256, seed=seed,
+                          datasets=vocabulary(ckpt))
     task = ForecastTask(model=None, pretrained=ckpt, data_spec=dm.spec)
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     (res,) = trainer.test(task, datamodule=dm, verbose=False)
@@ -94,9 +123,20 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--few-val-batches", type=int, default=5, help="validation batches (of 256) for model selection")
     p.add_argument("--parts", nargs="+", default=["pretrain", "a", "b", "c"])
-    p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "itransformer_foundation.json")
-    p.add_argument("--workdir", type=Path, default=ROOT / "runs" / "foundation")
+    p.add_argument("--dataset-tokens", action="store_true", help="a learned data-set token in every arm's model")
+    p.add_argument("--dataset-dropout", type=float, default=0.2,
+                   help="with --dataset-tokens: chance a training sample reads the unknown token instead of its own")
+    p.add_argument("--limit-batches", type=int, default=None,
+                   help="cap every epoch at this many training and validation batches (a smoke test, not a result)")
+    p.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/itransformer_foundation"
+                                                          "[_tokens].json")
+    p.add_argument("--workdir", type=Path, default=None, help="default: runs/foundation[_tokens]")
     args = p.parse_args()
+    suffix = "_tokens" if args.dataset_tokens else ""
+    args.out = args.out or ROOT / "benchmarks" / "results" / f"itransformer_foundation{suffix}.json"
+    args.workdir = args.workdir or ROOT / "runs" / f"foundation{suffix}"
+    tokens = args.dataset_dropout if args.dataset_tokens else None
+    arms = {"tokens": tokens, "limit_batches": args.limit_batches}
     import torch
 
     from sciformer.io import write_json
@@ -107,14 +147,15 @@ def main() -> None:
     save = lambda: write_json(args.out, res)  # noqa: E731
     pre_ckpt = str(args.workdir / "pretrain" / "checkpoints" / "best.ckpt")
     if "pretrain" in args.parts:
-        r = train_and_test(MIXTURE, args.workdir / "pretrain", epochs=args.pretrain_epochs, lr=1e-4, seed=0)
-        res["pretrain"] = {**r, "stores": MIXTURE, "load": os.getloadavg()}
+        r = train_and_test(MIXTURE, args.workdir / "pretrain", epochs=args.pretrain_epochs, lr=1e-4, seed=0, **arms)
+        res["pretrain"] = {**r, "stores": MIXTURE, "datasets": vocabulary(r["ckpt"]) if tokens is not None else None,
+                           "load": os.getloadavg()}
         save()
         print(f"pretrained on {MIXTURE}: best val MSE {r['best_val_mse']:.4f} ({r['fit_s']:.0f} s)", flush=True)
     if "a" in args.parts:
         zero = test(pre_ckpt, [TARGET], 0)
         scratch = train_and_test([TARGET], args.workdir / "a_scratch", epochs=args.scratch_epochs, lr=1e-4, seed=0,
-                                 test_stores=[TARGET])
+                                 test_stores=[TARGET], **arms)
         res["a_zero_shot"] = {"zero_shot": zero, "scratch_full": scratch, "load": os.getloadavg()}
         save()
         print(f"(a) {TARGET} zero-shot MSE {zero['mse']:.4f} MAE {zero['mae']:.4f} | scratch (all training "
@@ -129,7 +170,7 @@ def main() -> None:
                 for seed in args.seeds:
                     cands = [train_and_test([TARGET], args.workdir / f"b_{n}_{arm}_{seed}_{lr:g}", epochs=args.few_epochs,
                                             lr=lr, seed=seed, pretrained=pre, train_windows=n,
-                                            limit_val_batches=args.few_val_batches) for lr in args.lrs]
+                                            limit_val_batches=args.few_val_batches, **arms) for lr in args.lrs]
                     best = min(cands, key=lambda c: c["best_val_mse"])
                     best["test"] = test(best["ckpt"], [TARGET], seed)
                     runs.append(best)
@@ -141,13 +182,21 @@ def main() -> None:
     if "c" in args.parts:
         k = 21 // 5
         part = train_and_test([TARGET], args.workdir / "c_partial", epochs=args.scratch_epochs, lr=1e-4, seed=0,
-                              train_variates=k, test_stores=[TARGET])
+                              train_variates=k, test_stores=[TARGET], **arms)
         full = res.get("a_zero_shot", {}).get("scratch_full") or train_and_test(
-            [TARGET], args.workdir / "a_scratch", epochs=args.scratch_epochs, lr=1e-4, seed=0, test_stores=[TARGET])
+            [TARGET], args.workdir / "a_scratch", epochs=args.scratch_epochs, lr=1e-4, seed=0, test_stores=[TARGET],
+            **arms)
         res["c_unseen_variates"] = {"train_variates": k, "partial": part, "all": full, "load": os.getloadavg()}
+        if args.dataset_tokens:
+            res["c_unseen_variates"]["partial_pretrained"] = train_and_test(
+                [TARGET], args.workdir / "c_partial_pretrained", epochs=args.scratch_epochs, lr=1e-4, seed=0,
+                pretrained=pre_ckpt, train_variates=k, test_stores=[TARGET], **arms)
         save()
         print(f"(c) trained on {k}/21 variates: test MSE on all 21 {part['test']['mse']:.4f} vs trained on all 21 "
               f"{full['test']['mse']:.4f} (+{part['test']['mse'] - full['test']['mse']:.4f})", flush=True)
+        if args.dataset_tokens:
+            print(f"(c) pretrained, fine-tuned on {k}/21 variates: test MSE on all 21 "
+                  f"{res['c_unseen_variates']['partial_pretrained']['test']['mse']:.4f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,12 @@
 """SeriesDataModule: forecast windows (lookback → horizon) from one or several series stores.
 
 Batches are dicts: ``x`` [B, L, N] and ``y`` [B, H, N] on the standardised scale (training-rows statistics),
-``x_mark`` [B, L, F] time features (absent when ``time_features`` is None), and ``loc``/``scale`` [N] to map
-values back to physical units. Windows follow the benchmark protocol: a split with rows [a, b) scores every
-window whose targets lie in [a, b); its lookback may reach back into the previous split (so the first
-val/test target is the first row of the split). ETTh1 96→96 gives 8,449 / 2,785 / 2,785 windows.
+``x_mark`` [B, L, F] time features (absent when ``time_features`` is None), ``loc``/``scale`` [N] to map
+values back to physical units, and ``dataset`` [B] (long) the store's id in the data-set vocabulary
+(``spec["datasets"]``; read only by models with dataset tokens). Windows follow the benchmark protocol: a
+split with rows [a, b) scores every window whose targets lie in [a, b); its lookback may reach back into the
+previous split (so the first val/test target is the first row of the split). ETTh1 96→96 gives 8,449 /
+2,785 / 2,785 windows.
 
 Several stores form a mixture with different variate counts: every batch comes from one store (an
 iTransformer attends over one store's variates), batches of all stores are shuffled together. The assignment
@@ -34,7 +36,8 @@ class SeriesWindows(Dataset):
     """Every window of one split of one store; ``__getitems__`` slices a whole batch at once."""
 
     def __init__(self, values: torch.Tensor, marks: torch.Tensor | None, rows: tuple[int, int], lookback: int,
-                 horizon: int, loc: torch.Tensor, scale: torch.Tensor, name: str = "", max_windows: int | None = None):
+                 horizon: int, loc: torch.Tensor, scale: torch.Tensor, name: str = "", max_windows: int | None = None,
+                 dataset: int = 0):
         a, b = rows
         first = max(a, lookback)  # first target row
         n = b - horizon - first + 1
@@ -44,7 +47,7 @@ class SeriesWindows(Dataset):
             first, n = first + max(0, n - max_windows), min(n, max_windows)
         self.values, self.marks, self.loc, self.scale = values, marks, loc, scale
         self.first, self.n, self.L, self.H = first - lookback, n, lookback, horizon
-        self.name = name
+        self.name, self.dataset = name, dataset
 
     def __len__(self) -> int:
         return self.n
@@ -53,7 +56,8 @@ class SeriesWindows(Dataset):
         start = self.first + torch.as_tensor(indices, dtype=torch.long)
         rows = start[:, None] + torch.arange(self.L + self.H)  # [B, L + H]
         w = self.values[rows]  # [B, L + H, N]
-        out = {"x": w[:, : self.L], "y": w[:, self.L:], "loc": self.loc, "scale": self.scale}
+        out = {"x": w[:, : self.L], "y": w[:, self.L:], "loc": self.loc, "scale": self.scale,
+               "dataset": torch.full((len(start),), self.dataset, dtype=torch.long)}
         if self.marks is not None:
             out["x_mark"] = self.marks[rows[:, : self.L]]
         return out
@@ -94,12 +98,18 @@ class SeriesDataModule(DataModule):
         train_variates: train and validate on the first k variates only; test on all (unseen-variates
             protocol of the iTransformer paper).
         train_windows: keep only the last N training windows of each store (few-window fine-tuning).
+        datasets: the data-set vocabulary, names of stores (``SeriesStore.name``); a store's id is its name's
+            position, a name not in it gets the unknown id ``len(datasets)``. Pass a checkpoint's
+            ``data_spec["datasets"]`` when fine-tuning or testing it, so that ids mean what they meant in
+            pretraining whatever the store order (the checkpoint's vocabulary wins, as its statistics do for
+            fields). Default: the stores' names in order (stores of one name share an id).
         seed, num_workers, drop_last: loader settings.
     """
 
     def __init__(self, stores: list[str], lookback: int = 96, horizon: int = 96, batch_size: int = 32,
                  eval_batch_size: int = 256, time_features: str | None = "h", train_variates: int | None = None,
-                 train_windows: int | None = None, seed: int = 0, num_workers: int = 0, drop_last: bool = True):
+                 train_windows: int | None = None, datasets: list[str] | None = None, seed: int = 0,
+                 num_workers: int = 0, drop_last: bool = True):
         super().__init__()
         if isinstance(stores, str):
             stores = [stores]
@@ -125,6 +135,11 @@ class SeriesDataModule(DataModule):
             if b - a < lookback + horizon:
                 raise DataError(f"{s.path}: lookback {lookback} + horizon {horizon} = {lookback + horizon} rows, "
                                 f"but the training split has only {b - a}; shorten the lookback or horizon")
+        names = [s.name for s in self.stores]
+        if datasets is not None and (isinstance(datasets, str) or len(set(datasets)) != len(datasets)):
+            raise DataError(f"datasets must be a list of distinct store names, got {datasets!r}")
+        self.vocabulary = [str(d) for d in datasets] if datasets is not None else list(dict.fromkeys(names))
+        self.dataset_ids = [self.vocabulary.index(n) if n in self.vocabulary else len(self.vocabulary) for n in names]
         self._tensors: list[tuple[torch.Tensor, torch.Tensor | None]] | None = None
         self.datasets: dict[str, Dataset] = {}
 
@@ -148,8 +163,10 @@ class SeriesDataModule(DataModule):
             "stats": first.stats(),
             "target": first.target,
             "train_variates": self.train_variates,
+            "datasets": list(self.vocabulary),
             "stores": [{"path": s.path, "name": s.name, "variates": list(s.variates), "freq": s.freq,
-                        "splits": {k: list(v) for k, v in s.splits.items()}} for s in self.stores],
+                        "splits": {k: list(v) for k, v in s.splits.items()}, "dataset": i}
+                       for s, i in zip(self.stores, self.dataset_ids)],
         }
 
     # ---- windows -----------------------------------------------------------------------------
@@ -165,7 +182,7 @@ class SeriesDataModule(DataModule):
 
     def windows(self, stage: str) -> list[SeriesWindows]:
         parts = []
-        for s, (values, marks) in zip(self.stores, self.tensors()):
+        for s, i, (values, marks) in zip(self.stores, self.dataset_ids, self.tensors()):
             loc = torch.tensor(s.mean, dtype=torch.float32)
             scale = torch.tensor(s.std, dtype=torch.float32)
             if self.train_variates is not None and stage in ("train", "val"):
@@ -173,7 +190,7 @@ class SeriesDataModule(DataModule):
                 values, loc, scale = values[:, :k].contiguous(), loc[:k], scale[:k]
             parts.append(SeriesWindows(values, marks, s.splits[stage], self.lookback, self.horizon, loc, scale,
                                        name=f"{s.path} ({stage})",
-                                       max_windows=self.train_windows if stage == "train" else None))
+                                       max_windows=self.train_windows if stage == "train" else None, dataset=i))
         return parts
 
     def dataset(self, stage: str) -> Dataset:

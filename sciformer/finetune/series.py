@@ -40,7 +40,7 @@ def _data_module(ck, data: Path, cfg: SweepConfig, seed: int, train_windows: int
     time_features = ck.data_spec.get("time_features", "h") if c.get("n_time_features") else None
     return SeriesDataModule([str(data)], lookback=c["seq_len"], horizon=c["pred_len"], batch_size=cfg.batch_size,
                             time_features=time_features, train_windows=train_windows, seed=seed,
-                            num_workers=cfg.num_workers)
+                            num_workers=cfg.num_workers, datasets=ck.data_spec.get("datasets"))
 
 
 def forecast_baseline(name: str, x: torch.Tensor, horizon: int, seasonality: int) -> torch.Tensor:

@@ -7,6 +7,11 @@ Nothing depends on the number of variates, so one model serves data sets with di
 
 Input ``x`` [B, L, N] (globally standardised), optional ``x_mark`` [B, L, F] time features; output [B, H, N],
 or [B, H, N, Q] with ``quantiles`` (one output per quantile level, trained with the pinball loss).
+
+Option ``dataset_tokens`` (off by default; not in the reference): for mixture pretraining, a learned token per
+data set of a vocabulary (plus one "unknown data set" token) joins the variate and covariate tokens, so that
+attention can condition every variate on which data set it reads; like the covariates it is dropped before
+the head. The forward's ``dataset`` [B] gives the ids; without it every sample gets the unknown token.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sciformer.errors import ConfigError
 from sciformer.kernels.dropout import dropout
 from sciformer.kernels.linear import Linear
 from sciformer.models.registry import register
@@ -36,6 +42,9 @@ class ITransformerConfig:
     use_norm: bool = True        # per-sample, per-variate normalisation of the lookback (Non-stationary Transformer)
     n_time_features: int = 4     # covariate tokens expected in x_mark (4 = hourly features); 0 = none
     quantiles: list[float] = field(default_factory=list)  # empty: point forecast
+    dataset_tokens: int = 0      # size of the data-set vocabulary (ids 0..K-1, K = unknown); 0 = no dataset token
+    dataset_dropout: float = 0.0  # training only: chance a sample's id becomes the unknown one, which would
+    #                               otherwise never be trained and could not serve unseen data sets zero-shot
 
 
 class Attention(nn.Module):
@@ -88,10 +97,10 @@ class ITransformer(nn.Module):
     # no parameter depends on the variates: nothing to match by name
     spec = FamilySpec(
         kind="series",
-        adapters=r"^(embed|projection)\.",
+        adapters=r"^(embed|projection|dataset_embed)\.",
         lora_targets=r"(attention\.(query|key|value|out)|ffn_in|ffn_out)$",
-        lr_groups={"embedding_recovery": r"^(embed|projection)\."},
-        no_weight_decay=r"^embed\.weight$",
+        lr_groups={"embedding_recovery": r"^(embed|projection|dataset_embed)\."},
+        no_weight_decay=r"^(embed|dataset_embed)\.weight$",
         blocks=r"layers\.\d+",
     )
 
@@ -101,14 +110,30 @@ class ITransformer(nn.Module):
             raise ValueError(f"activation must be gelu or relu, not {config.activation!r}")
         if any(not 0 < q < 1 for q in config.quantiles):
             raise ValueError(f"quantile levels must lie in (0, 1), got {config.quantiles}")
+        if config.dataset_tokens < 0 or not 0 <= config.dataset_dropout <= 1:
+            raise ConfigError(f"model_options: dataset_tokens must be ≥ 0 and dataset_dropout in [0, 1], got "
+                              f"{config.dataset_tokens} and {config.dataset_dropout}")
         self.config = config
         self.embed = Linear(config.seq_len, config.d_model)  # inverted embedding: a lookback -> a token
         self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.e_layers))
         self.norm = nn.LayerNorm(config.d_model)
         self.n_outputs = max(1, len(config.quantiles))
         self.projection = Linear(config.d_model, config.pred_len * self.n_outputs)
+        if config.dataset_tokens:  # created last: the other weights draw the same initial values as without it
+            self.dataset_embed = nn.Embedding(config.dataset_tokens + 1, config.d_model)
 
-    def forward(self, x: torch.Tensor, x_mark: torch.Tensor | None = None) -> torch.Tensor:
+    def dataset_token(self, dataset: torch.Tensor | None, batch: int, device: torch.device) -> torch.Tensor:
+        """The [B, 1, D] data-set tokens of ids ``dataset`` [B] (None: the unknown id for every sample)."""
+        unknown = self.config.dataset_tokens
+        ids = torch.full((batch,), unknown, dtype=torch.long, device=device) if dataset is None else \
+            dataset.to(device=device, dtype=torch.long).expand(batch)
+        p = self.config.dataset_dropout
+        if self.training and p > 0:
+            ids = torch.where(torch.rand(batch, device=device) < p, unknown, ids)
+        return self.dataset_embed(ids)[:, None]
+
+    def forward(self, x: torch.Tensor, x_mark: torch.Tensor | None = None,
+                dataset: torch.Tensor | None = None) -> torch.Tensor:
         cfg = self.config
         B, L, N = x.shape
         if L != cfg.seq_len:
@@ -122,9 +147,11 @@ class ITransformer(nn.Module):
         if x_mark is not None and x_mark.shape[-1] > 0:
             tokens = torch.cat([tokens, x_mark.to(x.dtype).transpose(1, 2)], 1)  # [B, N + F, L]
         h = dropout(self.embed(tokens), cfg.dropout, self.training)  # [B, N + F, D]
+        if cfg.dataset_tokens:  # read by the variates only through attention; dropped with the covariates
+            h = torch.cat([h, self.dataset_token(dataset, B, h.device).to(h.dtype)], 1)  # [B, N + F + 1, D]
         for layer in self.layers:
             h = layer(h)
-        out = self.projection(self.norm(h))[:, :N]  # covariate tokens dropped: [B, N, H * Q]
+        out = self.projection(self.norm(h))[:, :N]  # covariate and data-set tokens dropped: [B, N, H * Q]
         out = out.view(B, N, self.n_outputs, cfg.pred_len).permute(0, 3, 1, 2)  # [B, H, N, Q]
         if cfg.use_norm:
             out = out * stdev.unsqueeze(-1) + means.unsqueeze(-1)

@@ -6,6 +6,11 @@ free) beside them, and two trivial baselines (DECISIONS: every claim reports one
 value (``mse_persistence``) and the lookback mean (``mse_mean``). Quantile models are trained with the
 pinball loss; their point forecast is the median level, and CRPS and WQL are computed on the physical scale.
 
+A model with dataset tokens (``model_options.dataset_tokens``) is given each batch's ``dataset`` ids; its
+token count must be the size of the data's vocabulary (``data_spec["datasets"]``) and, from a checkpoint,
+that vocabulary must be the checkpoint's (pass it as the data module's ``datasets``), so that ids keep their
+meaning; other models never see the ids.
+
 The default optimisation is the reference's: Adam (AdamW with no weight decay), lr 1e-4, halved after every
 epoch from the second on (``schedule="halving"``, the reference's "type1").
 """
@@ -19,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError
 
+from sciformer import checkpoints
 from sciformer.errors import CheckpointError, ConfigError
 from sciformer.metrics.forecast import MASE, QuantileCRPS, WeightedQuantileLoss, pinball_loss
 from sciformer.tasks.base import BaseTask
@@ -47,6 +53,7 @@ class ForecastTask(BaseTask):
         super().__init__(model, model_options, lr, weight_decay, betas, warmup_steps, min_lr_ratio, lr_groups,
                          data_spec, pretrained, finetune_mode, lora_rank, **options)
         self._check_windows()
+        self._check_datasets()
         self.quantiles = list(self.model.config.quantiles)
         self.median = min(range(len(self.quantiles)), key=lambda i: abs(self.quantiles[i] - 0.5)) \
             if self.quantiles else None
@@ -74,9 +81,31 @@ class ForecastTask(BaseTask):
                 raise CheckpointError(f"the model has {field}={getattr(cfg, field)} but the data's {key} is "
                                       f"{spec[key]}; {hint}")
 
+    def _check_datasets(self) -> None:
+        """Dataset ids index the model's token table: the data's vocabulary must be the one it was built for."""
+        k = getattr(self.model.config, "dataset_tokens", 0)
+        vocab = (self.hparams.data_spec or {}).get("datasets")
+        if not k or vocab is None:
+            return
+        if self.hparams.pretrained:
+            theirs = checkpoints.read(self.hparams.pretrained).data_spec.get("datasets")
+            if theirs is not None and list(theirs) != list(vocab):
+                raise CheckpointError(f"the checkpoint's data-set vocabulary is {list(theirs)} but the data's is "
+                                      f"{list(vocab)}; pass data.datasets={list(theirs)} so ids keep their meaning")
+        if len(vocab) != k:
+            raise ConfigError(f"model_options.dataset_tokens={k} but the data names {len(vocab)} data sets "
+                              f"{list(vocab)}; set dataset_tokens: {len(vocab)}")
+
     # ---- steps -------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, x_mark: torch.Tensor | None = None) -> torch.Tensor:
-        return self.model(x, x_mark)
+    def forward(self, x: torch.Tensor, x_mark: torch.Tensor | None = None,
+                dataset: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model(x, x_mark, dataset)
+
+    def predict_batch(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The model's output for a batch; the data-set ids go only to a model with dataset tokens."""
+        if getattr(self.model.config, "dataset_tokens", 0):
+            return self.model(batch["x"], batch.get("x_mark"), batch.get("dataset"))
+        return self.model(batch["x"], batch.get("x_mark"))
 
     def point(self, out: torch.Tensor) -> torch.Tensor:
         """The point forecast [B, H, N] of a model output (the median level of a quantile model)."""
@@ -87,7 +116,7 @@ class ForecastTask(BaseTask):
 
     def step(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
         x, y = batch["x"], batch["y"]
-        out = self.model(x, batch.get("x_mark"))
+        out = self.predict_batch(batch)
         loss = self.loss_fn(out, y)
         self.log(f"{stage}/loss", loss, prog_bar=stage == "train", batch_size=x.shape[0],
                  sync_dist=stage != "train")
