@@ -8,7 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from sciformer.adaptation import check_mode
-from sciformer.errors import SciformerError
+from sciformer.errors import ConfigError, SciformerError
+
+# OperatorTask arguments the sweep sets itself; task_options may not override them
+SWEEP_TASK_ARGS = ("model", "model_options", "pretrained", "finetune_mode", "lr", "lr_embedding_recovery",
+                   "lr_time_embedding", "loss", "data_spec")
 
 
 @dataclass
@@ -36,6 +40,10 @@ class SweepConfig:
     time_stride: int = 1  # use every k-th stored snapshot (all2all pairs grow with the square of the count)
     loss: str = "rel_l1"
     fno_model: str = "fno-2d"  # registered FNO size of the "fno" baseline (neuraloperator)
+    # recipe options of the fine-tuned cells only (baselines keep the default recipe, so one set of baseline
+    # cells serves every pretraining variant): extra OperatorTask arguments, and the data normalisation
+    task_options: dict[str, Any] | None = None
+    normalization: str = "zscore"
     # series
     seasonality: int | None = None  # period of the seasonal-naive baseline and of MASE (default: the store's)
     # atoms
@@ -52,6 +60,14 @@ class SweepConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise SciformerError(f"--{name} must be ≥ 1, got {value}")
+        if self.normalization not in ("zscore", "rms"):
+            raise ConfigError(f"normalization: {self.normalization!r}; use 'zscore' or 'rms'")
+        if self.task_options is not None:
+            if not isinstance(self.task_options, dict):
+                raise ConfigError(f"task_options must be a mapping of OperatorTask arguments, got {self.task_options!r}")
+            taken = sorted(set(self.task_options) & set(SWEEP_TASK_ARGS))
+            if taken:
+                raise ConfigError(f"task_options: {taken} are set by the sweep itself; use the SweepConfig fields")
 
 
 Cell = Callable[[Path, Path, int, str, int, SweepConfig, Path], dict[str, float]]
@@ -81,6 +97,8 @@ class SweepKind:
 
         filled = {k: v for k, v in self.defaults.items() if getattr(cfg, k) is None}
         cfg = dataclasses.replace(cfg, **filled)
+        if self.layout != "fields" and (cfg.task_options or cfg.normalization != "zscore"):
+            raise ConfigError(f"task_options and normalization apply to field sweeps; this is a {self.layout} store")
         unknown = [b for b in cfg.baselines if b not in self.baselines]
         if unknown:
             raise SciformerError(f"unknown baseline(s) {unknown} for a {self.layout} store; choose from "

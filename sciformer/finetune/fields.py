@@ -21,21 +21,55 @@ def run_cell(ckpt: Path, data: Path, n: int, kind: str, seed: int, cfg: SweepCon
     from sciformer.tasks.operator import OperatorTask
 
     ck = checkpoints.read(ckpt, kind="operator")
-    common = {"stores": [str(data)], "sampler": cfg.sampler, "time_stride": cfg.time_stride}
+    common = {"stores": [str(data)], "sampler": cfg.sampler, "time_stride": cfg.time_stride,
+              "normalization": cfg.normalization if kind == "finetuned" else "zscore"}
     stats = merged_stats(ck.data_spec, FieldDataModule(**common).spec["stats"]) if kind == "finetuned" else None
     dm = FieldDataModule(**common, batch_size=cfg.batch_size, num_workers=cfg.num_workers, train_trajectories=n,
                          stats=stats, seed=seed)
+    recorded = {}
     if kind == "finetuned":
+        options = dict(cfg.task_options or {})
+        target = options.get("target") or ck.data_spec.get("target", "state")
+        if dm.spec.get("steady") and target == "delta":  # no increment exists for a steady solution
+            options["target"], recorded = "state", {"target": "state", "target_fallback": "delta -> state (steady store)"}
         task = OperatorTask(model=ck.model_name, pretrained=str(ckpt), finetune_mode=cfg.mode, lr=cfg.lr,
                             lr_embedding_recovery=cfg.lr_embedding_recovery, lr_time_embedding=cfg.lr_time_embedding,
-                            loss=cfg.loss, data_spec=dm.spec)
+                            loss=cfg.loss, data_spec=dm.spec, **options)
     elif kind == "scratch":  # the checkpoint's fresh twin: same architecture, fresh weights, any source
         name, arch = ck.twin()
         task = OperatorTask(model=name, model_options=arch, lr=cfg.scratch_lr, loss=cfg.loss, data_spec=dm.spec)
     else:  # "fno" (SweepConfig refuses other names)
         task = OperatorTask(model=cfg.fno_model, lr=cfg.scratch_lr, loss=cfg.loss, data_spec=dm.spec)
     metrics = train_and_test(task, dm, cfg, workdir / cell_key(n, kind, seed), gradient_clip_val=5.0)
-    return metrics | physics_metrics(task.model, dm, data)
+    own = FieldDataModule(**{**common, "normalization": "zscore"}).spec["stats"]
+    return (metrics | physics_metrics(task.model, dm, data) | zscore_error(task.model, task.groups, dm, own)
+            | recorded)
+
+
+def zscore_error(predict, groups, dm, stats) -> dict[str, float]:
+    """The headline error re-scored on ``stats`` (the store's own z-score statistics, the baselines' scale):
+    a cell normalised otherwise (merged checkpoint statistics, RMS) is compared with the baselines on this one.
+    ``predict(x, t)`` gives normalised outputs; key ``zscore/median_rel_l1``."""
+    from sciformer.data.normalization import Normalizer
+    from sciformer.metrics.fields import GroupRelativeError
+
+    outputs = list(dm.spec["outputs"])
+    own, ref = Normalizer(dm.spec["stats"]), Normalizer(stats)
+    mean, std = (torch.from_numpy(a) for a in ref.channel_arrays(outputs))
+
+    def rescale(a: torch.Tensor) -> torch.Tensor:
+        shape = (1, len(outputs)) + (1,) * (a.ndim - 2)
+        return (own.denormalize_channels(a.double(), outputs) - mean.view(shape)) / std.view(shape)
+
+    metric = GroupRelativeError(groups)
+    if isinstance(predict, nn.Module):
+        predict.eval()
+    with torch.inference_mode():
+        for batch in dm.test_dataloader():
+            y = batch["y"]
+            mask = batch.get("mask", torch.ones(y.shape[:2]))
+            metric.update(rescale(predict(batch["x"], batch.get("t"))), rescale(y), mask)
+    return {"zscore/median_rel_l1": float(metric.compute()["median"].nanmean())}
 
 
 def physics_metrics(model: nn.Module, dm, store: Path) -> dict[str, float]:
@@ -92,6 +126,8 @@ PHYSICS_DEFINITIONS = {
     "energy_spectrum_error": "energy-spectrum error: Σ_k |E_pred(k) − E_true(k)| / Σ_k E_true(k) over isotropic shells.",
     "boundary_rmse": "RMSE on the boundary points of the non-periodic axes (physical units).",
     "divergence_pred": "RMS divergence of the predicted velocity (physical units; compare with divergence_data).",
+    "median_rel_l1": "the headline error re-scored on the store's own z-score statistics (the baselines' scale), "
+                     "so cells normalised otherwise compare on one scale.",
     "divergence_data": "RMS divergence of the data's velocity at the same resolution (the floor for divergence_pred).",
 }
 
@@ -102,4 +138,4 @@ KIND = SweepKind(
     metric_text="median over test samples of the relative L1 error in percent on normalised fields (Poseidon's "
                 "convention), mean over channel groups",
     baselines=("scratch", "fno"), defaults={"baselines": ["scratch"], "lr": 5e-5, "scratch_lr": 5e-4, "batch_size": 16},
-    run_cell=run_cell, variables=variables, tables=("phys/", f"{METRIC}/"), definitions=PHYSICS_DEFINITIONS)
+    run_cell=run_cell, variables=variables, tables=("phys/", "zscore/", f"{METRIC}/"), definitions=PHYSICS_DEFINITIONS)
