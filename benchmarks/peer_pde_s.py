@@ -19,7 +19,15 @@ AMD Zen 4 (EPYC family 25) has two 256-bit FMA pipes (an AVX-512 FMA is issued o
 The clock is lscpu's max MHz, or /proc/cpuinfo's ``cpu MHz`` where lscpu has none (virtual machines).
 
 Needs ``pdetransformer`` (not a sciformer dependency; it pulls diffusers, timm, lightning, wandb...), so it runs
-from its own environment with sciformer installed editable next to it:
+from its own environment with sciformer installed editable next to it (pin torch so pip never pulls CUDA torch;
+torchvision 0.28.0 from PyPI is a CUDA build whose C++ ops fail to load on CPU torch, so this script declares the
+two op signatures torchvision's import needs; pdetransformer imports a function that transformers 5 removed):
+
+    python3.11 -m venv /work/pde_venv
+    /work/pde_venv/bin/pip install torch==2.13.0
+    /work/pde_venv/bin/pip install pdetransformer torch==2.13.0 torchvision==0.28.0
+    /work/pde_venv/bin/pip install "transformers>=4.42.3,<5" "diffusers>=0.28.2" "huggingface_hub<1" "setuptools<81" torch==2.13.0
+    /work/pde_venv/bin/pip install -e . --no-deps
 
     /work/pde_venv/bin/python benchmarks/peer_pde_s.py                    # 2 threads, then 1 thread
     /work/pde_venv/bin/python benchmarks/peer_pde_s.py --threads 2 --pairs 8
