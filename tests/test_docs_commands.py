@@ -200,6 +200,7 @@ RULES: list[tuple[str, Plan]] = [
     (r"python benchmarks/molecules_adit\.py (budget|diagnose).*", Plan("dry_run", reason="GPU budget run / needs trained ADiT models")),
     (r"python benchmarks/rollout\.py --ckpt \.\.\. .*", Plan("dry_run", reason="benchmark of a trained scOT-T ('...' is the user's checkpoint)")),
     (r"python finetune/run_suite\.py .*", Plan("dry_run", reason="the CPU suite takes about an hour")),
+    (r"python finetune/ablation\.py( .*)?", Plan("dry_run", reason="the recipe ablation: 7 pretrainings, ~170 fine-tunes")),
     # ONNX export (README "Sharing and deploying"): tests/test_onnx_export.py runs the example against the PyTorch
     # rollout engine; the benchmark exports and times four realistic models
     (r"python examples/onnx_rollout\.py .*", Plan("covered", reason="tests/test_onnx_export.py")),
