@@ -40,6 +40,7 @@ def load_plan(path: Path, tiny: bool) -> dict:
         plan["budget"]["pretrain"].update(pre, resolution=res)
         plan["budget"]["pretrain"]["stores"] = [{**s, "trajectories": n} for s in plan["budget"]["pretrain"]["stores"]]
         plan["budget"]["downstream"].update(t["downstream"])
+        plan["budget"]["rollout"]["horizon"].update(t["rollout"])
     return plan
 
 
@@ -52,7 +53,8 @@ def merge(a: dict, b: dict) -> dict:
 
 
 def variants(plan: dict, only: str | None, best: list[str] | None) -> dict[str, dict]:
-    """The variants to run: all single options (or ``only``), plus "best" combining the ``best`` ones."""
+    """The variants to run: all single options (or the comma-separated ``only``), plus "best" combining the
+    ``best`` ones."""
     from sciformer.errors import ConfigError
 
     table = dict(plan["variants"])
@@ -67,18 +69,21 @@ def variants(plan: dict, only: str | None, best: list[str] | None) -> dict[str, 
     if len(table) > 7:
         raise ConfigError(f"variants: {len(table)} listed; DECISIONS allows at most 7")
     if only is not None:
-        if only not in table:
-            raise ConfigError(f"--only: unknown variant {only!r}; choose from {', '.join(table)}")
-        return {only: table[only]}
+        names = [o.strip() for o in only.split(",")]
+        unknown = [o for o in names if o not in table]
+        if unknown:
+            raise ConfigError(f"--only: unknown variant(s) {unknown}; choose from {', '.join(table)}")
+        return {o: table[o] for o in names}
     return table
 
 
 # ---- data ------------------------------------------------------------------------------------------------------
-def build(name: str, out: Path, trajectories: int, resolution: int, seed: int) -> Path:
+def build(name: str, out: Path, trajectories: int, resolution: int, seed: int, **options) -> Path:
     """One store by its builder (a finished build is kept, an interrupted one resumes)."""
     from sciformer.data.commands import BUILDERS, _resolve
 
-    return Path(_resolve(BUILDERS, name, "builder")(out, trajectories=trajectories, resolution=resolution, seed=seed))
+    return Path(_resolve(BUILDERS, name, "builder")(out, trajectories=trajectories, resolution=resolution, seed=seed,
+                                                       **options))
 
 
 def build_all(plan: dict, data_dir: Path) -> tuple[list[Path], dict[str, Path]]:
@@ -88,6 +93,16 @@ def build_all(plan: dict, data_dir: Path) -> tuple[list[Path], dict[str, Path]]:
     tasks = {t["name"]: build(t["name"], data_dir / f"{t['name']}-{down['resolution']}.zarr", down["trajectories"],
                               down["resolution"], 1000 + i) for i, t in enumerate(plan["tasks"])}
     return stores, tasks
+
+
+def build_rollout_stores(plan: dict, data_dir: Path) -> list[Path]:
+    """Held-out trajectories of the pretraining physics over a longer horizon than the pretraining stores (whose
+    10 model steps a good model outlives, which caps the valid length): fresh seeds, same grid and time step."""
+    pre, long = plan["budget"]["pretrain"], plan["budget"]["rollout"]["horizon"]
+    return [build(s["name"], data_dir / f"{s['name'].replace('-', '_')}_{pre['resolution']}_long.zarr",
+                  long["trajectories"], pre["resolution"], long["seed"] + i,
+                  t_end=long["t_end"], snapshots=long["snapshots"])
+            for i, s in enumerate(pre["stores"])]
 
 
 # ---- pretraining -----------------------------------------------------------------------------------------------
@@ -232,10 +247,10 @@ def reference_predictors(store: Path, plan: dict) -> dict:
 
 # ---- rollout ---------------------------------------------------------------------------------------------------
 def rollout_length(ckpt: Path, store: Path, out: Path, stride: int) -> dict:
-    """`sciformer rollout` on the store's test split (next-step AR); its valid-rollout length (summary.json)."""
+    """`sciformer rollout` over all of a held-out store (next-step AR); its valid-rollout length (summary.json)."""
     summary = out / "summary.json"
     if not summary.is_file():
-        cmd = [*sciformer_cmd(), "rollout", "--ckpt", str(ckpt), "--data", str(store), "--split", "test",
+        cmd = [*sciformer_cmd(), "rollout", "--ckpt", str(ckpt), "--data", str(store), "--split", "all",
                "--mode", "ar", "--stride", str(stride), "--device", "cpu", "--out", str(out / "rollout.zarr")]
         out.mkdir(parents=True, exist_ok=True)
         with open(out / "rollout.log", "w") as log:
@@ -328,6 +343,17 @@ def target_inputs(tasks: dict, rollouts: dict, variant: str, n: int) -> dict:
 
 
 # ---- report ----------------------------------------------------------------------------------------------------
+def machine() -> str:
+    """The CPU the wall-clock budget was spent on (the budget buys different steps on another machine)."""
+    import platform
+
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")),
+                platform.processor() or platform.machine())
+    isa = "AVX-512" if "avx512f" in info else "AVX2" if "avx2" in info else "no AVX2"
+    return f"{name}, {os.cpu_count()} cores, {isa}, {time.strftime('%Y-%m-%d')}"
+
+
 def _pm(v: dict | None, fmt: str = ".2f") -> str:
     return f"{v['mean']:{fmt}} ± {v['std']:{fmt}}" if v else "—"
 
@@ -350,7 +376,7 @@ def write_markdown(path: Path, plan: dict, results: dict) -> None:
              f"Generated by `python finetune/ablation.py` from `finetune/ablation.yaml`{' (--tiny)' if results['tiny'] else ''}. "
              f"Budget: every variant pretrained from `{b['config']}` (scot-tiny, {b['resolution']}², NS-Sines + "
              f"NS-Gauss, all2all) for at most {b['minutes']:g} min wall clock or {b['max_epochs']} epochs, "
-             f"{b['threads']} thread. Downstream at {d['resolution']}², {d['trajectories']} trajectories per store, "
+             f"{b['threads']} thread, on {results.get('machine', 'an unrecorded machine')}. Downstream at {d['resolution']}², {d['trajectories']} trajectories per store, "
              f"{d['epochs']} epochs per cell, batch {d['batch_size']}, snapshot stride {d['time_stride']}, seeds "
              f"{d['seeds']} (mean ± std). Scratch and FNO are trained once per task and seed and shared by all "
              "variants. Error: median relative L1 (%) on the test split, on the store's own z-score fields (the "
@@ -385,8 +411,10 @@ def write_markdown(path: Path, plan: dict, results: dict) -> None:
     rows = [{"variant": v, **{Path(s).stem: _num(r["mean"]) for s, r in results["rollout"].get(v, {}).items()},
              "scored steps": next(iter(results["rollout"].get(v, {}).values()), {}).get("scored_steps")}
             for v in names]
-    lines += ["## Valid-rollout length on the pretraining physics (test splits, next-step AR, mean steps before "
-              "the correlation falls below 0.8)", "", markdown_table(rows), ""]
+    h = plan["budget"]["rollout"]["horizon"]
+    lines += [f"## Valid-rollout length on the pretraining physics ({h['trajectories']} held-out trajectories per "
+              f"physics to t = {h['t_end']:g}, past the pretraining stores' t = 1; "
+              "next-step AR; mean steps before the correlation falls below 0.8)", "", markdown_table(rows), ""]
     rows = [{"variant": v, "options": json.dumps(p["options"]), "wall (s)": _num(p["wall_s"], ".0f"),
              "epochs": p["epochs"], "steps": p["steps"], "val median rel. L1 (%)": _num(p["val_median_rel_l1"]),
              "persistence (%)": _num(p["val_persistence"]),
@@ -430,6 +458,7 @@ def main(argv: list[str] | None = None) -> dict:
     markdown = args.markdown or (out / "ABLATION.md" if args.tiny else HERE / "ABLATION.md")
     os.environ["OMP_NUM_THREADS"] = "1"  # the sweep workers inherit it
     stores, task_stores = build_all(plan, data_dir)
+    long_stores = build_rollout_stores(plan, data_dir)
 
     with ThreadPoolExecutor(args.jobs) as pool:  # each pretraining is a one-thread subprocess
         futures = {v: pool.submit(pretrain, plan, v, {k: o for k, o in opt.items() if k != "of"}, stores, out)
@@ -449,7 +478,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     stride = plan["budget"]["rollout"]["stride"]
     rollouts = {v: {str(s.name): rollout_length(Path(pre[v]["ckpt"]), s, out / v / "rollout" / s.stem, stride)
-                    for s in stores} for v in todo}
+                    for s in long_stores} for v in todo}
 
     # merge with what earlier runs (other --only variants) recorded
     results_file = out / "results.json"
@@ -463,7 +492,7 @@ def main(argv: list[str] | None = None) -> dict:
             if (v, t) not in sweeps and f.is_file():
                 sweeps[(v, t)] = json.loads(f.read_text()).get("summary")
     tasks = collect(plan, list(all_variants), sweeps, refs, all_rollouts)
-    results = {"plan": plan, "tiny": args.tiny, "variants": all_variants, "pretrain": all_pre,
+    results = {"plan": plan, "tiny": args.tiny, "machine": machine(), "variants": all_variants, "pretrain": all_pre,
                "rollout": all_rollouts, "tasks": tasks}
     top = "best" if "best" in all_variants else None
     if top and BASELINE_VARIANT in all_variants:
