@@ -160,7 +160,9 @@ def test_tiny_ablation_end_to_end(tmp_path):
     res = ab.main(["--out", str(tmp_path), "--tiny", "--only", "today"])
     assert set(res["tasks"]) == {"allen-cahn", "wave-gauss", "poisson-gauss", "ns-kolmogorov"}
     assert res["pretrain"]["today"]["steps"] > 0
-    assert all(r["scored_steps"] > 0 for r in res["rollout"]["today"].values())
+    # scored on the held-out long stores (15 model steps), not on the pretraining stores (10)
+    assert set(res["rollout"]["today"]) == {"ns_sines_16_long.zarr", "ns_gauss_16_long.zarr"}
+    assert all(r["scored_steps"] == 15 for r in res["rollout"]["today"].values())
     assert json.loads((tmp_path / "results.json").read_text())["tiny"] is True
     assert "Valid-rollout length" in (tmp_path / "ABLATION.md").read_text()
 
