@@ -366,7 +366,7 @@ def _verdict(m) -> str:
     return {True: "**met**", False: "**missed**", None: "not evaluable yet"}[m]
 
 
-def write_markdown(path: Path, plan: dict, results: dict) -> None:
+def write_markdown(path: Path, plan: dict, results: dict) -> list[str]:
     from sciformer.io import atomic_path
     from sciformer.report import markdown_table
 
@@ -430,6 +430,31 @@ def write_markdown(path: Path, plan: dict, results: dict) -> None:
         lines.append("")
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines))
+    return lines
+
+
+BEGIN, END = "<!-- ablation:begin (written by finetune/ablation.py) -->", "<!-- ablation:end -->"
+
+
+def update_results(path: Path, table: Path, lines: list[str]) -> None:
+    """Put the ablation's headline (its first table and the targets) into ``path`` between the markers, appended
+    at the end the first time; the rest stays in ``table``."""
+    from sciformer.io import atomic_path
+
+    start = lines.index("## Fine-tuned error per variant, baselines, AG vs scratch") + 2
+    table_rows = lines[start:lines.index("", start)]
+    t0 = next((i for i, ln in enumerate(lines) if ln.startswith("## Targets")), None)
+    targets = [] if t0 is None else [f"**{lines[t0][3:]}**", *lines[t0 + 1:]]
+    block = [BEGIN, lines[2], "", *table_rows, "", *targets,
+             f"VRMSE, efficiency gains, valid-rollout lengths and the pretraining record: `{table.name}`.", END]
+    text = path.read_text() if path.is_file() else ""
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + "\n".join(block) + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n## Recipe ablation (issue 17)\n\n" + "\n".join(block) + "\n"
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 # ---- main ------------------------------------------------------------------------------------------------------
@@ -445,6 +470,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--tiny", action="store_true", help="test sizes (16², 4 trajectories, 1 epoch, 20 s pretraining)")
     ap.add_argument("--data-dir", type=Path, help="where stores are built (default data/ablation; --tiny: OUT/data)")
     ap.add_argument("--markdown", type=Path, help="the table (default finetune/ABLATION.md; --tiny: OUT/ABLATION.md)")
+    ap.add_argument("--results", type=Path, help="where the headline table goes too (default finetune/RESULTS.md; "
+                    "--tiny: OUT/RESULTS.md)")
     args = ap.parse_args(argv)
     from sciformer.io import write_json
 
@@ -456,6 +483,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = args.out.resolve()
     data_dir = args.data_dir or (out / "data" if args.tiny else ROOT / "data" / "ablation")
     markdown = args.markdown or (out / "ABLATION.md" if args.tiny else HERE / "ABLATION.md")
+    results_md = args.results or (out / "RESULTS.md" if args.tiny else HERE / "RESULTS.md")
     os.environ["OMP_NUM_THREADS"] = "1"  # the sweep workers inherit it
     stores, task_stores = build_all(plan, data_dir)
     long_stores = build_rollout_stores(plan, data_dir)
@@ -502,7 +530,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                                  target_inputs(tasks, all_rollouts, BASELINE_VARIANT, n),
                                                                  {**plan["targets"], "samples": n})}
     write_json(results_file, results)
-    write_markdown(markdown, plan, results)
+    update_results(results_md, markdown, write_markdown(markdown, plan, results))
     print(markdown.read_text())
     return results
 

@@ -165,6 +165,24 @@ def test_tiny_ablation_end_to_end(tmp_path):
     assert all(r["scored_steps"] == 15 for r in res["rollout"]["today"].values())
     assert json.loads((tmp_path / "results.json").read_text())["tiny"] is True
     assert "Valid-rollout length" in (tmp_path / "ABLATION.md").read_text()
+    assert "| allen-cahn | 2 |" in (tmp_path / "RESULTS.md").read_text()  # the headline table, also here
+
+
+def test_results_block_is_replaced_and_the_rest_kept(tmp_path):
+    """The headline goes between markers: appended the first time, replaced (not repeated) the next."""
+    ab = _ablation()
+    lines = ["# Recipe ablation (issue 17)", "", "Budget line.", "",
+             "## Fine-tuned error per variant, baselines, AG vs scratch", "", "| task | n |", "|---|---|", "| a | 8 |",
+             "", "## VRMSE", "", "| x |", "", "## Targets: `best` vs today", "", "- AG: **missed**", ""]
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Downstream suite results\n\nsuite text\n")
+    ab.update_results(results, tmp_path / "ABLATION.md", lines)
+    ab.update_results(results, tmp_path / "ABLATION.md", [ln.replace("| a | 8 |", "| b | 8 |") for ln in lines])
+    text = results.read_text()
+    assert text.startswith("# Downstream suite results\n\nsuite text\n")
+    assert text.count(ab.BEGIN) == 1 and text.count("## Recipe ablation") == 1
+    assert "| b | 8 |" in text and "| a | 8 |" not in text and "| x |" not in text  # headline only, the newest
+    assert "Budget line." in text and "**Targets: `best` vs today**" in text and "- AG: **missed**" in text
 
 
 def test_zscore_error_rescores_other_normalisations(stores):
