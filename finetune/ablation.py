@@ -3,7 +3,7 @@ wall-clock budget, fine-tune it on four unseen physics against shared scratch/FN
 persistence predictors, roll it out on the pretraining physics, and write OUT/results.json and finetune/ABLATION.md.
 Rerunning resumes: stores, finished pretrainings and finished sweep cells are kept.
 
-    python finetune/ablation.py --out runs/ablation --jobs 2 [--only VARIANT] [--best delta,rms] [--tiny]
+    python finetune/ablation.py --out runs/ablation --jobs 2 [--only VARIANT,...] [--best rms,jitter,noise] [--tiny]
 """
 
 from __future__ import annotations
