@@ -161,7 +161,7 @@ def main() -> None:
         print(f"{TARGET} zero-shot MSE {zero['mse']:.4f} | persistence {zero['mse_persistence']:.4f} | lookback "
               f"mean {zero['mse_mean']:.4f}", flush=True)
     if "a" in args.parts:
-        zero = test(pre_ckpt, [TARGET], 0)
+        zero = res["zero_shot"] if "zero" in args.parts else test(pre_ckpt, [TARGET], 0)
         scratch = train_and_test([TARGET], args.workdir / "a_scratch", epochs=args.scratch_epochs, lr=1e-4, seed=0,
                                  test_stores=[TARGET], **arms)
         res["a_zero_shot"] = {"zero_shot": zero, "scratch_full": scratch, "load": os.getloadavg()}
