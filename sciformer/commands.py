@@ -133,7 +133,8 @@ def finetune(
         lr_embedding_recovery: fields: learning rate of the embedding and recovery.
         lr_time_embedding: fields: learning rate of the time-conditioning parameters.
         scratch_lr: learning rate of the from-scratch baseline (default: fields 5e-4, series 1e-4, atoms 1e-3).
-        precision: Lightning precision (32-true, bf16-mixed, ...).
+        precision: Lightning precision (32-true, bf16-mixed, ...) or bf16-master (bf16 parameters, fp32 master
+            weights: no weight casts per step; ``sciformer.precision``).
         num_workers: DataLoader workers.
         fno_model: fields: registered FNO size of the fno baseline (fno-2d, fno-2d-tiny).
         time_stride: fields: use every k-th stored snapshot (all2all pairs grow with the square of the count).

@@ -84,6 +84,16 @@ class SciformerCLI(LightningCLI):
                 raise KeyboardInterrupt from None
             raise
 
+    def _instantiate_trainer(self, config: dict, callbacks: list):
+        """``--trainer.plugins sciformer.precision.BF16MasterWeights`` is the run's precision: the
+        ``trainer.precision`` a config fragment sets (``32-true``) gives way, as Lightning takes only one."""
+        from sciformer.precision import BF16MasterWeights
+
+        plugins = config.get("plugins")
+        if any(isinstance(p, BF16MasterWeights) for p in (plugins if isinstance(plugins, list) else [plugins])):
+            config = {**config, "precision": None}
+        return super()._instantiate_trainer(config, callbacks)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.spec", "model.init_args.data_spec", apply_on="instantiate")
         try:

@@ -15,11 +15,12 @@ def train_and_test(task, dm, cfg: SweepConfig, celldir: Path, test_loader: Any =
     from lightning.pytorch.loggers import CSVLogger
 
     from sciformer.io import atomic_path
+    from sciformer.precision import trainer_precision
 
     trainer = L.Trainer(max_epochs=cfg.epochs, logger=CSVLogger(celldir.parent, name=celldir.name),
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        precision=cfg.precision, accelerator="auto", devices=1, num_sanity_val_steps=0,
-                        deterministic=False, **trainer_options)
+                        accelerator="auto", devices=1, num_sanity_val_steps=0, deterministic=False,
+                        **trainer_precision(cfg.precision), **trainer_options)
     trainer.fit(task, datamodule=dm)
     if test_loader is None:
         metrics = trainer.test(task, datamodule=dm, verbose=False)[0]

@@ -110,9 +110,14 @@ class BaseTask(L.LightningModule):
         applied once (Lightning calls this hook for every fit/validate/test) by ``sciformer.parallel``."""
         from lightning.pytorch.strategies import ModelParallelStrategy
 
+        from sciformer.precision import BF16MasterWeights
+
         hp = self.hparams
         strategy = self.trainer.strategy
         fsdp = isinstance(strategy, ModelParallelStrategy)
+        if fsdp and isinstance(self.trainer.precision_plugin, BF16MasterWeights):
+            raise ConfigError("BF16MasterWeights with FSDP2 (ModelParallelStrategy): use --trainer.precision "
+                              "bf16-mixed, whose FSDP2 policy already gathers bf16 parameters from fp32 shards")
         if not fsdp and hp.compile == "none" and not hp.activation_checkpointing:
             return
         if fsdp:  # only the wrapped network is sharded; its gradients are the only ones FSDP2 reduces
