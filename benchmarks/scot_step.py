@@ -1,6 +1,7 @@
 """scOT training-step benchmark: forward + loss + backward time and peak memory (Poseidon's protocol).
 
-scOT-T, batch 4, 4 channels, 128², lead time as input, float32 (and bf16 autocast separately); scOT-B at batch 1.
+scOT-T, batch 4, 4 channels, 128², lead time as input, float32, bf16 autocast, and bf16
+autocast with bf16 parameters (``bf16-master``: ``sciformer.precision.BF16MasterWeights``); scOT-B at batch 1.
 Median of ``--steps`` (≥ 5) after 2 warm-up steps, ``--threads`` (2) CPU threads. ``ops/step``: the aten ops of one
 step that launch a kernel on a GPU (all but views, in-place metadata changes and bare allocations; counted once per
 configuration with a TorchDispatchMode) — the GPU step is launch-bound, ~5–20 µs of CPU each. Each configuration runs
@@ -80,7 +81,11 @@ def one(name: str, batch: int, res: int, precision: str, steps: int, threads: in
     t = torch.rand(batch, device=device)
     mask = torch.ones(batch, 4, device=device)
     groups = [[0], [1, 2], [3]]
-    dtype = torch.bfloat16 if precision == "bf16" else None
+    dtype = torch.bfloat16 if precision in ("bf16", "bf16-master") else None
+    if precision == "bf16-master":  # bf16 parameters (fp32 masters live in the optimizer): no weight casts
+        from sciformer.precision import BF16MasterWeights
+
+        BF16MasterWeights().convert_module(model)
 
     def step():
         with torch.autocast(device_type=device, dtype=dtype, enabled=dtype is not None):
@@ -165,10 +170,12 @@ def main() -> None:
         print(json.dumps(one(name, int(batch), int(res), precision, a.steps, a.threads, a.device)))
         return
     if a.device == "cuda":
-        configs = [("scot-t", a.batch_gpu, 128, "bf16"), ("scot-t", a.batch_gpu, 128, "fp32"),
+        configs = [("scot-t", a.batch_gpu, 128, "bf16"), ("scot-t", a.batch_gpu, 128, "bf16-master"),
+                   ("scot-t", a.batch_gpu, 128, "fp32"),
                    ("scot-b", a.batch_gpu, 128, "bf16"), ("scot-l", a.batch_gpu // 4, 128, "bf16")]
     else:
-        configs = [("scot-t", 4, 128, "fp32"), ("scot-t", 4, 128, "bf16"), ("scot-b", 1, 128, "fp32"),
+        configs = [("scot-t", 4, 128, "fp32"), ("scot-t", 4, 128, "bf16"), ("scot-t", 4, 128, "bf16-master"),
+                   ("scot-b", 1, 128, "fp32"),
                    ("scot-b", 1, 128, "bf16")]
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads))
     rows = []
@@ -185,10 +192,10 @@ def main() -> None:
         rows.append(row)
     load = os.getloadavg()
     print(f"scOT fwd+bwd ({a.device}, {a.threads} threads; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})")
-    print(f"{'model':8} {'batch':>5} {'prec':>5} {'median s':>9} {'min s':>7} {'GFLOP':>7} {'GFLOP/s':>8} "
+    print(f"{'model':8} {'batch':>5} {'prec':>11} {'median s':>9} {'min s':>7} {'GFLOP':>7} {'GFLOP/s':>8} "
           f"{'tokens/s':>9} {'peak GiB':>8} {'CPU s':>6} {'ops/step':>8} {'syncs/step':>10}" + ("  MFU" if a.device == "cuda" else ""))
     for r in rows:
-        print(f"{r['model']:8} {r['batch']:>5} {r['precision']:>5} {r['median_s']:>9.3f} {r['min_s']:>7.3f} "
+        print(f"{r['model']:8} {r['batch']:>5} {r['precision']:>11} {r['median_s']:>9.3f} {r['min_s']:>7.3f} "
               f"{r['gflop_per_step']:>7.1f} {r['achieved_gflops']:>8.1f} {r['tokens_per_s']:>9.0f} "
               f"{r['peak_memory_gib']:>8.2f} {r['cpu_s']:>6.2f} {r['aten_ops_per_step']:>8} {r['host_syncs_per_step']:>10}" + (f"  {r['mfu']:.1%}" if a.device == "cuda" else ""))
     if a.device == "cpu":

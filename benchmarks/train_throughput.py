@@ -58,17 +58,31 @@ def make_step(model, batch: int, res: int, device: str, precision: str):
     t = torch.rand(batch, generator=g).to(device)
     mask = torch.ones(batch, 4, device=device)
     groups = [[0], [1, 2], [3]]
-    dtype = torch.bfloat16 if precision == "bf16" else None
+    dtype = torch.bfloat16 if precision in ("bf16", "bf16-master") else None
+    master = None
+    if precision == "bf16-master":  # bf16 parameters, the optimizer on fp32 masters (sciformer.precision)
+        from sciformer.precision import BF16MasterWeights
+
+        master = BF16MasterWeights()
+        master.convert_module(model)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device == "cuda" or None)
+    if master is not None:
+        master.connect(model, [opt], [])
 
     def step(update: bool = True):
         with torch.autocast(device_type=device, dtype=dtype, enabled=dtype is not None):
             pred = model(x, t)
         loss = group_relative_error(pred.float(), y, mask, groups).nanmean()
         loss.backward()
+        if master is not None:
+            master.grads_to_masters()
         if update:
             opt.step()
+            if master is not None:
+                master.masters_to_params()
         opt.zero_grad(set_to_none=True)
+        if master is not None:
+            model.zero_grad(set_to_none=True)
         return loss
 
     return step
@@ -232,7 +246,7 @@ def main() -> None:
     p.add_argument("--models", default="scot-t,factformer-2d,scot-b,scot-l")
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--device", default="cuda")
-    p.add_argument("--precision", default="bf16", choices=("bf16", "fp32"))
+    p.add_argument("--precision", default="bf16", choices=("bf16", "bf16-master", "fp32"))
     p.add_argument("--resolution", type=int, default=128)
     p.add_argument("--batch", type=int, default=8, help="first batch of the search")
     p.add_argument("--max-batch", type=int, default=1024)

@@ -113,27 +113,37 @@ class BF16MasterWeights(MixedPrecision):
                 group["params"] = [self.masters.get(p, p) for p in group["params"]]
         return model, optimizers, lr_schedulers
 
-    def _wrap_closure(self, model, optimizer, closure):
-        result = closure()  # forward and backward: bf16 gradients on the module's parameters
+    def grads_to_masters(self) -> None:
+        """The bf16 gradients of the trained parameters into the masters' float32 gradients (one foreach copy;
+        the buffers are kept across steps), the bf16 ones dropped."""
         pairs = [(p, m) for p, m in self._trained if p.grad is not None]
-        if pairs:
-            buffers = [self._grads.get(p) for p, _ in pairs]
-            for i, ((p, m), b) in enumerate(zip(pairs, buffers)):
-                if b is None:
-                    buffers[i] = self._grads[p] = torch.empty_like(m)
-            torch._foreach_copy_(buffers, [p.grad for p, _ in pairs])
-            for (p, m), b in zip(pairs, buffers):
-                m.grad = b
-                p.grad = None
-        self._after_closure(model, optimizer)
-        return result
+        if not pairs:
+            return
+        for p, m in pairs:
+            if p not in self._grads:
+                self._grads[p] = torch.empty_like(m)
+        buffers = [self._grads[p] for p, _ in pairs]
+        torch._foreach_copy_(buffers, [p.grad for p, _ in pairs])
+        for (p, m), b in zip(pairs, buffers):
+            m.grad = b
+            p.grad = None
 
-    def optimizer_step(self, optimizer, model, closure, **kwargs):
-        result = super().optimizer_step(optimizer, model=model, closure=closure, **kwargs)
+    def masters_to_params(self) -> None:
+        """The updated masters, rounded, into the module's bf16 parameters (one foreach copy)."""
         params = [p for p, m in self._trained if m.grad is not None]
         if params:
             with torch.no_grad():
                 torch._foreach_copy_(params, [self.masters[p] for p in params])
+
+    def _wrap_closure(self, model, optimizer, closure):
+        result = closure()  # forward and backward: bf16 gradients on the module's parameters
+        self.grads_to_masters()
+        self._after_closure(model, optimizer)  # clipping and on_before_optimizer_step see the fp32 gradients
+        return result
+
+    def optimizer_step(self, optimizer, model, closure, **kwargs):
+        result = super().optimizer_step(optimizer, model=model, closure=closure, **kwargs)
+        self.masters_to_params()
         return result
 
     @contextmanager

@@ -148,10 +148,15 @@ def test_kill_and_resume_reproduces_losses(tmp_path):
 
 
 @pytest.mark.multiprocess
-def test_ddp_two_cpu_processes(tmp_path):
+@pytest.mark.parametrize("precision", [[], ["--trainer.plugins", "sciformer.precision.BF16MasterWeights"]],
+                         ids=["fp32", "bf16-master"])
+def test_ddp_two_cpu_processes(tmp_path, precision):
+    """DDP on two CPU processes; with bf16 parameters, cast before DDP wraps the module (its gradient buckets
+    are sized by dtype), the checkpoint still holds the float32 masters."""
     cfg = toy_config(tmp_path, 3, every=1, dropout=0.0)
     r = run_cli("fit", "-c", str(cfg), "--trainer.strategy", "ddp", "--trainer.devices", "2",
-                "--trainer.accelerator", "cpu", cwd=tmp_path)
+                "--trainer.accelerator", "cpu", *precision, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     ckpt = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 3
+    assert {v.dtype for v in ckpt["state_dict"].values()} == {torch.float32}

@@ -175,6 +175,9 @@ RULES: list[tuple[str, Plan]] = [
     (r"sciformer fit -c configs/pretrain/scot_t_ns\.yaml --model\.init_args\.compile model --model\.init_args\.cudagraphs true",
      Plan("print_config", reason="CUDA graphs need a GPU")),
     (r"sciformer fit -c configs/pretrain/scot_b_fsdp\.yaml", Plan("print_config", reason="scOT-B, FSDP2 on GPUs")),
+    (r"sciformer fit -c configs/pretrain/scot_t_ns\.yaml --trainer\.plugins sciformer\.precision\.BF16MasterWeights",
+     Plan("print_config", reason="scOT-T, DDP, 128²: GPUs (the plugin through `sciformer fit` on CPU: "
+                                 "tests/test_resume_tasks.py)")),
     (r"sciformer export runs/scot_b_fsdp/checkpoints/last\.ckpt exports/scot-b",
      Plan("covered", reason="tests/test_fsdp.py")),  # exports a sharded checkpoint the same way
     (r"python benchmarks/train_throughput\.py .*", Plan("dry_run", reason="GPU throughput benchmark")),

@@ -97,10 +97,11 @@ def test_readme_command_on_a_converted_poseidon_checkpoint(tmp_path):
     assert scratch["sciformer_model"]["class"] == "ScOT" and scratch["sciformer_model"]["config"]["embed_dim"] == 12
 
 
-@pytest.mark.parametrize("mode", ["lora", "frozen-latent"])
-def test_finetuned_cells_roll_out_and_export(tmp_path, pretrained_ckpt, mode):
+@pytest.mark.parametrize("mode,precision", [("lora", "32-true"), ("frozen-latent", "32-true"), ("lora", "bf16-master")])
+def test_finetuned_cells_roll_out_and_export(tmp_path, pretrained_ckpt, mode, precision):
     """A LoRA or frozen-latent fine-tune from `sciformer finetune` goes on through `sciformer rollout` and
-    `sciformer export` (LoRA merged on reading) like any other checkpoint."""
+    `sciformer export` (LoRA merged on reading) like any other checkpoint; with bf16 parameters and fp32 master
+    weights the cell's checkpoint is float32, its frozen base the pretrained weights bit for bit."""
     import torch
 
     from sciformer import models
@@ -109,10 +110,16 @@ def test_finetuned_cells_roll_out_and_export(tmp_path, pretrained_ckpt, mode):
     out = tmp_path / "ft"
     assert cli.main(["finetune", "--ckpt", str(pretrained_ckpt), "--data", str(store), "--samples", "2",
                      "--mode", mode, "--epochs", "1", "--batch_size", "8", "--time_stride", "2",
-                     "--out", str(out)]) == 0
+                     "--precision", precision, "--out", str(out)]) == 0
     cell = out / "cells" / "n=2" / "finetuned" / "seed=0" / "model.ckpt"
-    lora = torch.load(cell, weights_only=True)["sciformer_model"]["lora"]
+    saved = torch.load(cell, weights_only=True)
+    lora = saved["sciformer_model"]["lora"]
     assert (lora is not None) == (mode == "lora")
+    assert {v.dtype for v in saved["state_dict"].values() if v.is_floating_point()} == {torch.float32}
+    if mode == "lora":
+        base = torch.load(pretrained_ckpt, weights_only=True)["state_dict"]
+        frozen = [k for k in saved["state_dict"] if ".base." in k and "blocks" in k]
+        assert frozen and all(torch.equal(saved["state_dict"][k], base[k.replace(".base.", ".")]) for k in frozen)
     assert cli.main(["rollout", "--ckpt", str(cell), "--data", str(store), "--steps", "2",
                      "--out", str(tmp_path / "ro" / "rollout.zarr")]) == 0
     summary = json.loads((tmp_path / "ro" / "summary.json").read_text())

@@ -37,6 +37,14 @@ data:
   class_path: sciformer.data.fields.FieldDataModule
   init_args: {{stores: [{fields}], batch_size: 8}}
 """,
+    "operator-scot": """
+model:
+  class_path: sciformer.tasks.operator.OperatorTask
+  init_args: {{model: scot-tiny, lr: 3.0e-3, warmup_steps: 2}}
+data:
+  class_path: sciformer.data.fields.FieldDataModule
+  init_args: {{stores: [{fields}], batch_size: 8}}
+""",
     "forecast": """
 model:
   class_path: sciformer.tasks.forecast.ForecastTask
@@ -178,3 +186,46 @@ def test_kill_and_resume_gives_the_same_losses(task, stores, autoencoder, tmp_pa
     assert sorted(resumed) == list(range(RESUME, STEPS))
     for step in range(RESUME, STEPS):
         assert resumed[step] == pytest.approx(reference[step], rel=1e-6, abs=1e-7), (task, step, resumed, reference)
+
+
+MASTER = ["--trainer.plugins", "sciformer.precision.BF16MasterWeights"]
+
+
+@pytest.mark.parametrize("task", [t for t in TASKS if t != "forecast-no-dropout"])
+def test_bf16_master_weights_track_bf16_mixed(task, stores, autoencoder, tmp_path):
+    """Every task kind fits with bf16 parameters and fp32 master weights (``sciformer.precision``): the losses
+    stay within 3 % of bf16-mixed's, step by step, and the checkpoint holds float32 weights that bf16 cannot
+    represent (the masters, not their rounding). scOT, the family it is for, also resumes after a kill to the
+    same losses."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = {**stores, "autoencoder": autoencoder if task == "latent-flow" else None}
+    runs = {name: tmp_path / name for name in ("mixed", "master", "killed")}
+    for run in runs.values():
+        run.mkdir()
+    with ThreadPoolExecutor(2) as pool:
+        jobs = [pool.submit(fit, config(runs["mixed"], task, paths), "--trainer.precision", "bf16-mixed"),
+                pool.submit(fit, config(runs["master"], task, paths), *MASTER)]
+        if task == "operator-scot":
+            jobs.append(pool.submit(fit, config(runs["killed"], task, paths, kill=True), *MASTER))
+        results = [j.result() for j in jobs]
+    for r in results[:2]:
+        assert r.returncode == 0, r.stderr[-3000:]
+    mixed, master = train_losses(runs["mixed"]), train_losses(runs["master"])
+    assert sorted(master) == list(range(STEPS))
+    for step in range(STEPS):
+        assert master[step] == pytest.approx(mixed[step], rel=3e-2), (task, step, master, mixed)
+    state = torch.load(runs["master"] / "ckpt" / "last.ckpt", weights_only=True)["state_dict"]
+    floats = {k: v for k, v in state.items() if v.is_floating_point()}
+    assert {v.dtype for v in floats.values()} == {torch.float32}
+    assert any(not torch.equal(v, v.bfloat16().float()) for v in floats.values())
+    if task == "operator-scot":
+        assert results[2].returncode == -9, results[2].stderr[-3000:]
+        for f in (runs["killed"] / "runs").glob("lightning_logs/version_*/metrics.csv"):
+            f.unlink()
+        r = fit(config(runs["killed"], task, paths), "--ckpt_path", "last", *MASTER)
+        assert r.returncode == 0, r.stderr[-3000:]
+        resumed = train_losses(runs["killed"])
+        assert sorted(resumed) == list(range(RESUME, STEPS))
+        for step in range(RESUME, STEPS):
+            assert resumed[step] == pytest.approx(master[step], rel=1e-6, abs=1e-7), (step, resumed, master)
