@@ -21,7 +21,7 @@ What differs from ``bf16-mixed``: gradients are reduced (DDP) and accumulated ov
 in bf16, and activations computed from parameters outside autocast's lists (a ``x * self.scale``) are bf16.
 FSDP2 (``ModelParallelStrategy``) has this built in: use ``bf16-mixed`` there.
 
-Use it with ``sciformer fit ... --trainer.precision null --trainer.plugins sciformer.precision.BF16MasterWeights``
+Use it with ``sciformer fit ... --trainer.plugins sciformer.precision.BF16MasterWeights``
 (``--trainer.precision`` may be left as set: the CLI gives the plugin precedence) or
 ``sciformer finetune ... --precision bf16-master``.
 """
@@ -36,8 +36,8 @@ import torch
 from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
 
-
 NAME = "bf16-master"  # the value of ``sciformer finetune --precision`` that selects this plugin
+MASTERS = "_sciformer_bf16_masters"  # attribute of a converted module: its masters, for a later trainer
 
 
 # Norm layers keep float32 parameters: CPU ``layer_norm`` takes bf16 input with float32 weights but not the
@@ -60,6 +60,9 @@ class BF16MasterWeights(MixedPrecision):
     def convert_module(self, module: nn.Module) -> nn.Module:
         if self.masters:  # fit, then test with the same trainer: converted already
             return module
+        if hasattr(module, MASTERS):  # converted by another trainer's plugin: its hooks serve these masters
+            self.masters = getattr(module, MASTERS)
+            return module
         for sub in module.modules():
             own = [p for p in sub._parameters.values() if p is not None and p.is_floating_point()]
             if isinstance(sub, NORMS) or not own:
@@ -71,6 +74,7 @@ class BF16MasterWeights(MixedPrecision):
             sub._register_load_state_dict_pre_hook(partial(self._load_masters, sub))
             sub.register_forward_pre_hook(self._enter_autocast)
             sub.register_forward_hook(self._exit_autocast, always_call=True)
+        setattr(module, MASTERS, self.masters)
         return module
 
     def _save_masters(self, module: nn.Module, state_dict: dict, prefix: str, local_metadata: Any) -> None:

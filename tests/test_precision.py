@@ -82,6 +82,9 @@ def test_loading_a_state_dict_writes_the_masters(tmp_path):
     for k, v in model.state_dict().items():
         assert v.dtype == torch.float32 and torch.equal(v, new[k]), k
     assert model[0].weight.dtype == torch.bfloat16 and model[1].weight.dtype == torch.float32  # norms stay fp32
+    later = BF16MasterWeights()  # a second trainer's plugin on the same module steps the same masters
+    later.convert_module(model)
+    assert later.masters is plugin.masters
 
 
 class _Ops(TorchDispatchMode):
