@@ -126,12 +126,21 @@ def test_scot_step_casts_no_weight(master):
 def test_fit_is_the_bf16_mixed_run_when_every_weight_feeds_a_product(tmp_path):
     """The toy network's weights are used only by ``F.linear``: the bf16 weights are what autocast would have cast,
     and the float32 gradients what its cast's backward would have given, so the losses are bf16-mixed's exactly."""
-    losses = {}
-    for name, flags in {"mixed": ["--trainer.precision", "bf16-mixed"],
-                        "master": ["--trainer.plugins", "sciformer.precision.BF16MasterWeights"]}.items():
+    from concurrent.futures import ThreadPoolExecutor
+
+    flags = {"mixed": ["--trainer.precision", "bf16-mixed"],
+             "master": ["--trainer.plugins", "sciformer.precision.BF16MasterWeights"]}
+
+    def fit(name: str):
         run = tmp_path / name
         run.mkdir()
-        r = run_cli("fit", "-c", str(toy_config(run, 6, every=3, dropout=0.0)), *flags, cwd=run)
+        return run_cli("fit", "-c", str(toy_config(run, 6, every=3, dropout=0.0)), *flags[name], cwd=run)
+
+    with ThreadPoolExecutor(2) as pool:  # two independent processes
+        results = dict(zip(flags, pool.map(fit, flags)))
+    losses = {}
+    for name, r in results.items():
+        run = tmp_path / name
         assert r.returncode == 0, r.stderr[-2000:]
         losses[name] = train_losses(run / "runs")
         sd = torch.load(run / "ckpt" / "last.ckpt", weights_only=True)["state_dict"]

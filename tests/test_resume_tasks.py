@@ -161,7 +161,8 @@ FORECAST_RNG_BUG = pytest.mark.xfail(strict=True, reason=(
     "uninterrupted run's in the forecast path (sciformer/tasks/forecast.py, sciformer/data/series_module.py)"))
 
 
-@pytest.mark.parametrize("task", [pytest.param(t, marks=[FORECAST_RNG_BUG] if t == "forecast" else []) for t in TASKS])
+@pytest.mark.parametrize("task", [pytest.param(t, marks=[FORECAST_RNG_BUG] if t == "forecast" else []) for t in TASKS
+                                  if t != "operator-scot"])  # scOT's kill and resume: under bf16-master, below
 def test_kill_and_resume_gives_the_same_losses(task, stores, autoencoder, tmp_path):
     paths = {**stores, "autoencoder": autoencoder if task == "latent-flow" else None}
     a, b = tmp_path / "a", tmp_path / "b"
@@ -191,7 +192,9 @@ def test_kill_and_resume_gives_the_same_losses(task, stores, autoencoder, tmp_pa
 MASTER = ["--trainer.plugins", "sciformer.precision.BF16MasterWeights"]
 
 
-@pytest.mark.parametrize("task", [t for t in TASKS if t != "forecast-no-dropout"])
+# FactFormer's and the iTransformer's weights feed products only (like the toy's in test_precision.py): slow
+@pytest.mark.parametrize("task", [pytest.param(t, marks=[pytest.mark.slow] if t in ("operator", "forecast") else [])
+                                  for t in TASKS if t != "forecast-no-dropout"])
 def test_bf16_master_weights_track_bf16_mixed(task, stores, autoencoder, tmp_path):
     """Every task kind fits with bf16 parameters and fp32 master weights (``sciformer.precision``): the losses
     stay within 3 % of bf16-mixed's, step by step, and the checkpoint holds float32 weights that bf16 cannot
