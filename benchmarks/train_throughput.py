@@ -80,9 +80,7 @@ def make_step(model, batch: int, res: int, device: str, precision: str):
             opt.step()
             if master is not None:
                 master.masters_to_params()
-        opt.zero_grad(set_to_none=True)
-        if master is not None:
-            model.zero_grad(set_to_none=True)
+        opt.zero_grad(set_to_none=True)  # (bf16-master: the bf16 gradients were dropped by grads_to_masters)
         return loss
 
     return step

@@ -28,8 +28,6 @@ Use it with ``sciformer fit ... --trainer.plugins sciformer.precision.BF16Master
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from functools import partial
 from typing import Any
 
 import torch
@@ -49,7 +47,8 @@ class BF16MasterWeights(MixedPrecision):
     """Lightning precision plugin: bf16 parameters under bf16 autocast, fp32 master weights (module docstring)."""
 
     def __init__(self) -> None:
-        super().__init__("bf16-mixed", device="cpu")  # the autocast device is the model's, set in ``connect``
+        # bf16-mixed's autocast (forward_context), on the model's device, which ``connect`` sets
+        super().__init__("bf16-mixed", device="cpu")
         self.masters: dict[nn.Parameter, nn.Parameter] = {}
         self._trained: list[tuple[nn.Parameter, nn.Parameter]] = []
         self._grads: dict[nn.Parameter, torch.Tensor] = {}
@@ -71,7 +70,7 @@ class BF16MasterWeights(MixedPrecision):
                 self.masters[p] = nn.Parameter(p.detach().to(torch.float32, copy=True), p.requires_grad)
                 p.data = p.data.to(torch.bfloat16)
             sub._register_state_dict_hook(self._save_masters)
-            sub._register_load_state_dict_pre_hook(partial(self._load_masters, sub))
+            sub._register_load_state_dict_pre_hook(self._load_masters, with_module=True)
             sub.register_forward_pre_hook(self._enter_autocast)
             sub.register_forward_hook(self._exit_autocast, always_call=True)
         setattr(module, MASTERS, self.masters)
@@ -94,7 +93,7 @@ class BF16MasterWeights(MixedPrecision):
         autocast as inside them, instead of failing on a float32 input."""
         depth = self._calls[module] = self._calls.get(module, 0) + 1
         if not torch.is_autocast_enabled(self.device):
-            ctx = torch.autocast(self.device, dtype=torch.bfloat16, cache_enabled=False)
+            ctx = self.autocast_context_manager()  # bf16-mixed's, on the device ``connect`` found
             ctx.__enter__()
             self._entered.append((module, depth, ctx))
 
@@ -149,11 +148,6 @@ class BF16MasterWeights(MixedPrecision):
         result = super().optimizer_step(optimizer, model=model, closure=closure, **kwargs)
         self.masters_to_params()
         return result
-
-    @contextmanager
-    def forward_context(self):
-        with torch.autocast(self.device, dtype=torch.bfloat16, cache_enabled=False):
-            yield
 
 
 def trainer_precision(precision: str) -> dict[str, Any]:
