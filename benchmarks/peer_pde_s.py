@@ -12,7 +12,8 @@ One step = forward + loss + backward (no optimizer), float32, batch 4, 4 channel
 FLOPs of one step are counted once per model with ``FlopCounterMode`` (matmuls, convolutions, attention; the
 elementwise work is not counted, so GFLOP/s is the rate of the dense math). The two steps are then timed in
 alternating pairs (scOT, PDE-S, scOT, PDE-S, ...) after warm-up, so load from other jobs on the machine falls on
-both alike; wall and process CPU time per step, medians. Besides GFLOP/s of wall time against the peak of the
+both alike; wall and process CPU time per step, medians. By default the process keeps freed memory, as sciformer's
+training does on CPU (``--allocator glibc``: glibc's default, which page-faults every large activation anew). Besides GFLOP/s of wall time against the peak of the
 cores used, FLOPs per second of process CPU time against one core's peak show the kernels' efficiency while other
 jobs hold the cores (spin-waiting threads inflate CPU time, so that figure is a lower bound). The fp32 peak is cores × clock × 32 FLOP/cycle/core:
 AMD Zen 4 (EPYC family 25) has two 256-bit FMA pipes (an AVX-512 FMA is issued over both), 2 × 8 lanes × 2.
@@ -193,11 +194,19 @@ def main() -> None:
     p.add_argument("--threads", type=int, nargs="+", default=[2, 1])
     p.add_argument("--pairs", type=int, default=5, help="timed pairs per thread count (at least 5)")
     p.add_argument("--warmup", type=int, default=1, help="untimed pairs per thread count (after the FLOP count)")
+    p.add_argument("--allocator", choices=("kept", "glibc"), default="kept",
+                   help="kept: the process keeps freed memory (sciformer.kernels.keep_freed_memory, as sciformer's "
+                        "training does on CPU), for both models; glibc: the allocator's default")
     p.add_argument("--out", type=Path, default=RESULTS)
     a = p.parse_args()
     if a.pairs < 5:
         p.error("--pairs: at least 5")
     import torch
+
+    if a.allocator == "kept":
+        from sciformer.kernels import keep_freed_memory
+
+        keep_freed_memory()
 
     info = machine()
     uptime_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
@@ -208,7 +217,7 @@ def main() -> None:
 
     print(f"{info['model_name']} ({info['cores']} cores, {info['clock_mhz']:.0f} MHz from {info['clock_source']}; "
           f"avx512f={info['avx512f']} avx512_bf16={info['avx512_bf16']}), torch {torch.__version__}")
-    print(f"fp32 step, batch {BATCH}, {CHANNELS} ch, {RES}²; load before: {uptime_before}")
+    print(f"fp32 step, batch {BATCH}, {CHANNELS} ch, {RES}², allocator {a.allocator}; load before: {uptime_before}")
     print(f"{'model':7} {'thr':>3} {'params':>7} {'GFLOP':>6} {'median s':>9} {'min s':>6} {'CPU s':>6} "
           f"{'GFLOP/s':>8} {'peak':>6} {'% peak':>7} {'GFLOP/CPU s':>11} {'% core peak':>11}")
     for r in runs:
@@ -220,7 +229,7 @@ def main() -> None:
     print(f"load after: {uptime_after}")
 
     result = {"machine": info, "torch": torch.__version__, "batch": BATCH, "channels": CHANNELS, "resolution": RES,
-              "precision": "fp32", "pde_s_config": PDE_S_CONFIG,
+              "precision": "fp32", "allocator": a.allocator, "pde_s_config": PDE_S_CONFIG,
               "pde_s_source": "pdetransformer/core/mixed_channels/pde_transformer.py PDE_S (hidden 96, heads 4, "
                               "depth [2,5,8,5,2], mlp_ratio 4, down_factor 2) with "
                               "config/ape_2d/supervised/pde-mc-s-mse.yaml's model params",

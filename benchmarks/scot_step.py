@@ -2,7 +2,8 @@
 
 scOT-T, batch 4, 4 channels, 128², lead time as input, float32, bf16 autocast, and bf16
 autocast with bf16 parameters (``bf16-master``: ``sciformer.precision.BF16MasterWeights``); scOT-B at batch 1.
-Median of ``--steps`` (≥ 5) after 2 warm-up steps, ``--threads`` (2) CPU threads. ``ops/step``: the aten ops of one
+Median of ``--steps`` (≥ 5) after 2 warm-up steps, ``--threads`` (2) CPU threads; on CPU the process keeps freed
+memory (``sciformer.kernels.keep_freed_memory``), as training does. ``ops/step``: the aten ops of one
 step that launch a kernel on a GPU (all but views, in-place metadata changes and bare allocations; counted once per
 configuration with a TorchDispatchMode) — the GPU step is launch-bound, ~5–20 µs of CPU each. Each configuration runs
 in its own process so peak memory (max RSS on CPU, ``max_memory_allocated`` on CUDA) is its own. Upstream figure (Poseidon's
@@ -74,6 +75,8 @@ def one(name: str, batch: int, res: int, precision: str, steps: int, threads: in
     from sciformer.tasks.operator import group_relative_error
 
     torch.set_num_threads(threads)
+    if device == "cpu":  # as every task does on CPU (BaseTask.configure_model): no page faults per activation
+        kernels.keep_freed_memory()
     torch.manual_seed(0)
     model = models.get(name, in_channels=4, out_channels=4, image_size=res).to(device).train()
     x = torch.randn(batch, 4, res, res, device=device)
@@ -102,13 +105,15 @@ def one(name: str, batch: int, res: int, precision: str, steps: int, threads: in
     flops = fc.get_total_flops()
     step()  # one-time work (the oneDNN self-check, caches) is not part of a step's count
     launching, total, syncs = count_ops(step)
-    times, cpu = [], []
+    times, cpu, faults = [], [], []
     for i in range(2 + steps):
         t0, c0 = time.perf_counter(), time.process_time()
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         step()
         if i >= 2:
             times.append(time.perf_counter() - t0)
             cpu.append(time.process_time() - c0)
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
     peak = (torch.cuda.max_memory_allocated() if device == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     med = statistics.median(times)
@@ -117,7 +122,7 @@ def one(name: str, batch: int, res: int, precision: str, steps: int, threads: in
             "cpu_s": statistics.median(cpu), "steps": steps,
             "gflop_per_step": flops / 1e9, "achieved_gflops": flops / med / 1e9,
             "tokens_per_s": batch * (res // 4) ** 2 / med, "peak_memory_gib": peak / 2**30,
-            "aten_ops_per_step": launching, "aten_ops_all": total, "host_syncs_per_step": syncs,
+            "page_faults_per_step": statistics.median(faults), "aten_ops_per_step": launching, "aten_ops_all": total, "host_syncs_per_step": syncs,
             "params": sum(p.numel() for p in model.parameters())}
 
 

@@ -20,6 +20,7 @@ from torch import nn
 from sciformer import checkpoints, models, parallel
 from sciformer.adaptation import adapt, check_mode
 from sciformer.errors import CheckpointError, ConfigError
+from sciformer.kernels import keep_freed_memory
 from sciformer.models.spec import spec_of
 from sciformer.nn.lora import lora_description
 
@@ -107,13 +108,17 @@ class BaseTask(L.LightningModule):
 
     def configure_model(self) -> None:
         """FSDP2 under ``ModelParallelStrategy``, activation checkpointing and compilation of ``self.model``,
-        applied once (Lightning calls this hook for every fit/validate/test) by ``sciformer.parallel``."""
+        applied once (Lightning calls this hook for every fit/validate/test) by ``sciformer.parallel``. On CPU
+        the process also keeps freed memory (``sciformer.kernels.keep_freed_memory``): otherwise glibc hands
+        every large activation back to the OS after the backward pass and the next step page-faults it anew."""
         from lightning.pytorch.strategies import ModelParallelStrategy
 
         from sciformer.precision import BF16MasterWeights
 
         hp = self.hparams
         strategy = self.trainer.strategy
+        if strategy.root_device.type == "cpu":
+            keep_freed_memory()
         fsdp = isinstance(strategy, ModelParallelStrategy)
         if fsdp and isinstance(self.trainer.precision_plugin, BF16MasterWeights):
             raise ConfigError("BF16MasterWeights with FSDP2 (ModelParallelStrategy): use --trainer.precision "

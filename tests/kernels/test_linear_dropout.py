@@ -73,6 +73,18 @@ def test_linear_falls_back_where_the_internal_op_is_missing(monkeypatch):
         lin._onednn_works.cache_clear()
 
 
+@needs_onednn
+@pytest.mark.parametrize("avx512", [True, False])
+def test_linear_takes_onednn_only_on_avx512_cpus(monkeypatch, avx512):
+    """oneDNN wins only with AVX-512; an AVX2-only CPU gets F.linear (MKL), whose weight gradient is faster there."""
+    from sciformer.kernels import linear as lin
+
+    monkeypatch.setattr(lin, "_avx512", lambda: avx512)
+    x, w = torch.randn(3, 4, requires_grad=True), torch.randn(2, 4)
+    assert (linear(x, w).grad_fn.name() == "_OneDNNLinearBackward") == avx512
+    torch.testing.assert_close(linear(x, w), F.linear(x, w), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_dropout_is_bit_identical_to_f_dropout(dtype):
     x = torch.randn(4, 11, 64, dtype=dtype, requires_grad=True)
