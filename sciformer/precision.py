@@ -150,6 +150,25 @@ class BF16MasterWeights(MixedPrecision):
         return result
 
 
+def precision_names() -> tuple[str, ...]:
+    """The precision strings ``trainer_precision`` takes: Lightning's (with its short aliases) and ``bf16-master``."""
+    import typing
+
+    from lightning.fabric.connector import _PRECISION_INPUT_STR, _PRECISION_INPUT_STR_ALIAS
+
+    return typing.get_args(_PRECISION_INPUT_STR) + typing.get_args(_PRECISION_INPUT_STR_ALIAS) + (NAME,)
+
+
+def check_precision(precision: str, where: str = "--precision") -> str:
+    """``precision`` if ``trainer_precision`` takes it, else one ConfigError naming ``where`` and the choices."""
+    from sciformer.errors import ConfigError
+
+    names = precision_names()
+    if precision not in names:
+        raise ConfigError(f"{where} {precision!r} is not a precision; use one of {', '.join(names)}")
+    return precision
+
+
 def trainer_precision(precision: str) -> dict[str, Any]:
     """``L.Trainer`` keyword arguments for a precision string: Lightning's own, or ``bf16-master`` (the plugin)."""
     if precision == NAME:

@@ -161,3 +161,14 @@ def test_fsdp2_is_refused_with_one_clear_message():
                              devices=1, logger=False)
     with pytest.raises(ConfigError, match="bf16-mixed, whose FSDP2 policy"):
         task.configure_model()
+
+
+def test_precision_typo_is_one_clear_error():
+    """`sciformer finetune --precision` is checked before anything trains: a typo names the flag and the choices."""
+    from sciformer.errors import ConfigError
+    from sciformer.finetune.config import SweepConfig
+
+    with pytest.raises(ConfigError, match=r"--precision 'bf16-mix' is not a precision; .*bf16-mixed.*bf16-master"):
+        SweepConfig(samples=[1], precision="bf16-mix")
+    for ok in ("32-true", "bf16-mixed", "bf16", "bf16-master"):
+        assert SweepConfig(samples=[1], precision=ok).precision == ok

@@ -9,6 +9,7 @@ from typing import Any
 
 from sciformer.adaptation import check_mode
 from sciformer.errors import ConfigError, SciformerError
+from sciformer.precision import check_precision
 
 # OperatorTask arguments the sweep sets itself; task_options may not override them
 SWEEP_TASK_ARGS = ("model", "model_options", "pretrained", "finetune_mode", "lr", "lr_embedding_recovery",
@@ -52,6 +53,7 @@ class SweepConfig:
 
     def __post_init__(self):  # refused before any training starts
         check_mode(self.mode)
+        check_precision(self.precision)
         if not self.samples or min(self.samples) < 1:
             raise SciformerError(f"--samples must list positive counts, got {self.samples}")
         if not self.seeds:

@@ -6,8 +6,10 @@ step allocates and frees the same large activations every step, so each one is p
 the kernel again: on this machine a fresh 32 MiB float32 result runs at ~5 GB/s instead of the ~45 GB/s of a
 copy into existing memory (``kernels/README.md``). ``keep_freed_memory()`` turns both off so freed blocks stay in
 the process and are reused; the price is that the process keeps its peak heap until it exits (and, when a
-freed block cannot serve an aligned request of the same size, the heap can grow past the eager peak). Opt-in, process-wide, Linux/glibc
-only; ``SCIFORMER_KERNELS=reference`` makes it a no-op.
+freed block cannot serve an aligned request of the same size, the heap can grow past the eager peak). Every task
+(``BaseTask.configure_model``) and the rollout engine apply it when they run on CPU: the scOT-T training step had
+27–43 k page faults per step without it and ran 6–17 % slower, a scOT-T forward pass at 16×128² 1.4× slower.
+Process-wide, Linux/glibc only; ``SCIFORMER_KERNELS=reference`` makes it a no-op.
 """
 
 from __future__ import annotations

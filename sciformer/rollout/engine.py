@@ -17,6 +17,7 @@ from torch import nn
 
 from sciformer.data.conventions import STATIC_ROLES
 from sciformer.errors import CheckpointError, ConfigError, DataError, SciformerError
+from sciformer.kernels import keep_freed_memory
 from sciformer.rollout.guard import BlowupGuard
 from sciformer.rollout.layout import Layout
 from sciformer.rollout.plan import MODES, Plan, lead_times
@@ -178,6 +179,8 @@ class RolloutEngine:
         self.mode, self.jump, self.stride, self.start = mode, int(jump), int(stride), int(start)
         self.blowup_factor = float(blowup_factor)
         self.device = resolve_device(device) if isinstance(device, str) else device
+        if torch.device(self.device).type == "cpu":  # glibc would hand every step's activations back to the OS:
+            keep_freed_memory()                      # scOT-T at 16×128²: 290 k page faults per step, 1.4× slower
         self.bf16 = bool(bf16)
         if isinstance(model, nn.Module):
             model = model.to(self.device).eval()
