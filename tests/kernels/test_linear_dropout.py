@@ -74,6 +74,21 @@ def test_linear_falls_back_where_the_internal_op_is_missing(monkeypatch):
 
 
 @needs_onednn
+def test_onednn_self_check_leaves_the_global_rng_alone():
+    """The one-time check runs inside the first training step: a draw from the global RNG there shifted every
+    dropout mask of a resumed run (the ForecastTask kill-and-resume case, tests/test_resume_tasks.py)."""
+    from sciformer.kernels import linear as lin
+
+    lin._onednn_works.cache_clear()
+    try:
+        state = torch.get_rng_state()
+        assert lin._onednn_works()
+        assert torch.equal(torch.get_rng_state(), state)
+    finally:
+        lin._onednn_works.cache_clear()
+
+
+@needs_onednn
 @pytest.mark.parametrize("avx512", [True, False])
 def test_linear_takes_onednn_only_on_avx512_cpus(monkeypatch, avx512):
     """oneDNN wins only with AVX-512; an AVX2-only CPU gets F.linear (MKL), whose weight gradient is faster there."""
