@@ -12,11 +12,13 @@ One step = forward + loss + backward (no optimizer), float32, batch 4, 4 channel
 FLOPs of one step are counted once per model with ``FlopCounterMode`` (matmuls, convolutions, attention; the
 elementwise work is not counted, so GFLOP/s is the rate of the dense math). The two steps are then timed in
 alternating pairs (scOT, PDE-S, scOT, PDE-S, ...) after warm-up, so load from other jobs on the machine falls on
-both alike; wall and process CPU time per step, medians. By default the process keeps freed memory, as sciformer's
-training does on CPU (``--allocator glibc``: glibc's default, which page-faults every large activation anew). Besides GFLOP/s of wall time against the peak of the
-cores used, FLOPs per second of process CPU time against one core's peak show the kernels' efficiency while other
-jobs hold the cores (spin-waiting threads inflate CPU time, so that figure is a lower bound). The fp32 peak is cores × clock × 32 FLOP/cycle/core:
-AMD Zen 4 (EPYC family 25) has two 256-bit FMA pipes (an AVX-512 FMA is issued over both), 2 × 8 lanes × 2.
+both alike; wall and process CPU time per step, medians. By default the process keeps freed memory, as
+sciformer's training does on CPU (``--allocator glibc``: glibc's default, which page-faults every large
+activation anew). Besides GFLOP/s of wall time against the peak of the cores used, FLOPs per second of process
+CPU time against one core's peak show the kernels' efficiency while other jobs hold the cores (spin-waiting
+threads inflate CPU time, so that figure is a lower bound). The fp32 peak is cores × clock × 32 FLOP/cycle/core:
+AMD Zen 3 and Zen 4 (EPYC family 25) have two 256-bit FMA pipes (Zen 4 issues an AVX-512 FMA over both),
+2 × 8 lanes × 2.
 The clock is lscpu's max MHz, or /proc/cpuinfo's ``cpu MHz`` where lscpu has none (virtual machines).
 
 Needs ``pdetransformer`` (not a sciformer dependency; it pulls diffusers, timm, lightning, wandb...), so it runs

@@ -166,8 +166,9 @@ def main() -> None:
     model = build_model(args.model, spec, args.resolution)
     result["parameters"] = sum(p.numel() for p in model.parameters())
     surrogate = {}
-    for label, bf16 in [(k, v) for k, v in (("float32", False), ("bf16 autocast", True))
-                        if args.precision in ("both", "bf16" if v else "float32")]:
+    for label, bf16 in (("float32", False), ("bf16 autocast", True)):
+        if args.precision != "both" and bf16 != (args.precision == "bf16"):
+            continue
         engine = RolloutEngine(model, spec, fine, mode="ar", blowup_factor=float("inf"), device=device, bf16=bf16)
         timing = time_rollout(engine, ids, steps, args.repeats)
         wall = timing["wall_s"]

@@ -154,9 +154,13 @@ def precision_names() -> tuple[str, ...]:
     """The precision strings ``trainer_precision`` takes: Lightning's (with its short aliases) and ``bf16-master``."""
     import typing
 
-    from lightning.fabric.connector import _PRECISION_INPUT_STR, _PRECISION_INPUT_STR_ALIAS
+    try:  # Lightning's own list (private names: a fallback for versions that move them)
+        from lightning.fabric.connector import _PRECISION_INPUT_STR, _PRECISION_INPUT_STR_ALIAS
 
-    return typing.get_args(_PRECISION_INPUT_STR) + typing.get_args(_PRECISION_INPUT_STR_ALIAS) + (NAME,)
+        lightning = typing.get_args(_PRECISION_INPUT_STR) + typing.get_args(_PRECISION_INPUT_STR_ALIAS)
+    except ImportError:
+        lightning = ("16-true", "16-mixed", "bf16-true", "bf16-mixed", "32-true", "64-true", "64", "32", "16", "bf16")
+    return lightning + (NAME,)
 
 
 def check_precision(precision: str, where: str = "--precision") -> str:
