@@ -122,7 +122,8 @@ def one(name: str, batch: int, res: int, precision: str, steps: int, threads: in
             "cpu_s": statistics.median(cpu), "steps": steps,
             "gflop_per_step": flops / 1e9, "achieved_gflops": flops / med / 1e9,
             "tokens_per_s": batch * (res // 4) ** 2 / med, "peak_memory_gib": peak / 2**30,
-            "page_faults_per_step": statistics.median(faults), "aten_ops_per_step": launching, "aten_ops_all": total, "host_syncs_per_step": syncs,
+            "page_faults_per_step": statistics.median(faults), "aten_ops_per_step": launching,
+            "aten_ops_all": total, "host_syncs_per_step": syncs,
             "params": sum(p.numel() for p in model.parameters())}
 
 
